@@ -1,0 +1,244 @@
+//! Configuration of the Spin components: variable names, defaults and validation.
+//!
+//! The components read Spin variables (`spin.toml` `[variables]`, overridable with
+//! `SPIN_VARIABLE_<NAME>` or a variables provider). Each component gets the ones it
+//! uses through `[component.<name>.variables]`. The names and defaults live here so
+//! that the components, `spin.toml` and the docs agree; a unit test checks `spin.toml`.
+
+use crate::keys::{Keys, DEFAULT_PREFIX};
+
+/// `redis_address`: the Redis URL the components connect to.
+pub const REDIS_ADDRESS: &str = "redis_address";
+/// `kafka_brokers`: shown by `GET /` (the components never talk to Kafka).
+pub const KAFKA_BROKERS: &str = "kafka_brokers";
+/// `kafka_topic`: the topic the sidecar relays.
+pub const KAFKA_TOPIC: &str = "kafka_topic";
+/// `kafka_group`: the sidecar's consumer group.
+pub const KAFKA_GROUP: &str = "kafka_group";
+/// `key_prefix`: prefix of every Redis key.
+pub const KEY_PREFIX: &str = "key_prefix";
+/// `keepalive_seconds`: idle time after which the stream sends a comment.
+pub const KEEPALIVE_SECONDS: &str = "keepalive_seconds";
+/// `max_stream_seconds`: a stream ends cleanly after this long (0 = never).
+pub const MAX_STREAM_SECONDS: &str = "max_stream_seconds";
+/// `max_clients`: concurrent SSE streams across all instances (0 = unlimited).
+pub const MAX_CLIENTS: &str = "max_clients";
+/// `retry_ms`: the reconnection delay sent to clients in `retry:`.
+pub const RETRY_MS: &str = "retry_ms";
+/// `read_count`: entries read from Redis per `XREAD`.
+pub const READ_COUNT: &str = "read_count";
+/// `cors_allowed_origins`: comma-separated origins, `*` for any, empty for none.
+pub const CORS_ALLOWED_ORIGINS: &str = "cors_allowed_origins";
+
+/// Default of [`KAFKA_BROKERS`].
+pub const DEFAULT_KAFKA_BROKERS: &str = "kafka:9092";
+/// Default of [`KAFKA_TOPIC`].
+pub const DEFAULT_KAFKA_TOPIC: &str = "aetherlink.events";
+/// Default of [`KAFKA_GROUP`].
+pub const DEFAULT_KAFKA_GROUP: &str = "crm-events-sse";
+/// Default of [`REDIS_ADDRESS`].
+pub const DEFAULT_REDIS_ADDRESS: &str = "redis://127.0.0.1:6379";
+
+/// A variable whose value is unusable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("configuration variable {name} = {value:?}: {reason}")]
+pub struct ConfigError {
+    /// Variable name.
+    pub name: &'static str,
+    /// The value found.
+    pub value: String,
+    /// What is wrong with it.
+    pub reason: &'static str,
+}
+
+/// Reads a variable; `None` when it is not defined (the default applies).
+pub trait Variables {
+    /// The value of `name`, if defined.
+    fn get(&self, name: &str) -> Option<String>;
+}
+
+impl<F: Fn(&str) -> Option<String>> Variables for F {
+    fn get(&self, name: &str) -> Option<String> {
+        self(name)
+    }
+}
+
+fn text(vars: &impl Variables, name: &str, default: &str) -> String {
+    vars.get(name)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+fn number(
+    vars: &impl Variables,
+    name: &'static str,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<u64, ConfigError> {
+    let Some(raw) = vars.get(name).filter(|v| !v.trim().is_empty()) else {
+        return Ok(default);
+    };
+    let err = |reason| ConfigError {
+        name,
+        value: raw.clone(),
+        reason,
+    };
+    let n: u64 = raw.trim().parse().map_err(|_| err("not a whole number"))?;
+    if n < min || n > max {
+        return Err(err("out of range"));
+    }
+    Ok(n)
+}
+
+/// What every component needs: where Redis is and which keys to use.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommonConfig {
+    /// Redis URL.
+    pub redis_address: String,
+    /// The key names.
+    pub keys: Keys,
+    /// Kafka brokers (informational).
+    pub kafka_brokers: String,
+    /// Kafka topic.
+    pub topic: String,
+    /// Consumer group.
+    pub group: String,
+}
+
+impl CommonConfig {
+    /// Loads from variables, with defaults for what is undefined.
+    pub fn load(vars: &impl Variables) -> Self {
+        Self {
+            redis_address: text(vars, REDIS_ADDRESS, DEFAULT_REDIS_ADDRESS),
+            keys: Keys::new(&text(vars, KEY_PREFIX, DEFAULT_PREFIX)),
+            kafka_brokers: text(vars, KAFKA_BROKERS, DEFAULT_KAFKA_BROKERS),
+            topic: text(vars, KAFKA_TOPIC, DEFAULT_KAFKA_TOPIC),
+            group: text(vars, KAFKA_GROUP, DEFAULT_KAFKA_GROUP),
+        }
+    }
+}
+
+/// The SSE stream's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseConfig {
+    /// Redis, keys, topic and group.
+    pub common: CommonConfig,
+    /// Seconds of silence before a keepalive comment (1..=300, default 15).
+    pub keepalive_seconds: u64,
+    /// Seconds after which a stream ends cleanly (0 = never, default 0).
+    pub max_stream_seconds: u64,
+    /// Concurrent streams allowed (0 = unlimited, default 900: below Spin's default
+    /// cap of 1,000 live instances, so health and metrics requests still get one).
+    pub max_clients: u64,
+    /// `retry:` sent to clients, ms (default 3000).
+    pub retry_ms: u64,
+    /// Entries per `XREAD` (1..=10000, default 500).
+    pub read_count: u64,
+    /// CORS policy.
+    pub cors: Cors,
+}
+
+impl SseConfig {
+    /// Loads and validates.
+    pub fn load(vars: &impl Variables) -> Result<Self, ConfigError> {
+        Ok(Self {
+            common: CommonConfig::load(vars),
+            keepalive_seconds: number(vars, KEEPALIVE_SECONDS, 15, 1, 300)?,
+            max_stream_seconds: number(vars, MAX_STREAM_SECONDS, 0, 0, 86_400 * 7)?,
+            max_clients: number(vars, MAX_CLIENTS, 900, 0, 10_000_000)?,
+            retry_ms: number(vars, RETRY_MS, 3000, 0, 3_600_000)?,
+            read_count: number(vars, READ_COUNT, 500, 1, 10_000)?,
+            cors: Cors::parse(&text(vars, CORS_ALLOWED_ORIGINS, "")),
+        })
+    }
+}
+
+/// Which origins may read the stream from a browser on another origin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cors {
+    /// No cross-origin access (the default).
+    None,
+    /// Any origin (`*`, only when set explicitly).
+    Any,
+    /// These exact origins.
+    Origins(Vec<String>),
+}
+
+impl Cors {
+    /// Parses `""`, `"*"` or a comma-separated list of origins.
+    pub fn parse(raw: &str) -> Self {
+        let list: Vec<String> = raw
+            .split(',')
+            .map(|o| o.trim().trim_end_matches('/').to_string())
+            .filter(|o| !o.is_empty())
+            .collect();
+        if list.iter().any(|o| o == "*") {
+            Cors::Any
+        } else if list.is_empty() {
+            Cors::None
+        } else {
+            Cors::Origins(list)
+        }
+    }
+
+    /// The `Access-Control-Allow-Origin` value for a request from `origin`, if allowed.
+    pub fn allow_origin(&self, origin: Option<&str>) -> Option<String> {
+        match (self, origin) {
+            (Cors::Any, _) => Some("*".to_string()),
+            (Cors::Origins(list), Some(origin)) if list.iter().any(|o| o == origin) => {
+                Some(origin.to_string())
+            }
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn vars(pairs: &[(&str, &str)]) -> impl Variables {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |name: &str| map.get(name).cloned()
+    }
+
+    #[test]
+    fn defaults_match_earlier_releases() {
+        let c = SseConfig::load(&vars(&[])).unwrap();
+        assert_eq!(c.common.kafka_brokers, "kafka:9092");
+        assert_eq!(c.common.topic, "aetherlink.events");
+        assert_eq!(c.common.group, "crm-events-sse");
+        assert_eq!(c.common.keys.prefix(), "crm-events");
+        assert_eq!(c.keepalive_seconds, 15);
+        assert_eq!(c.max_stream_seconds, 0);
+        assert_eq!(c.cors, Cors::None);
+    }
+
+    #[test]
+    fn bad_numbers_are_named() {
+        let e = SseConfig::load(&vars(&[(KEEPALIVE_SECONDS, "soon")])).unwrap_err();
+        assert_eq!(e.name, KEEPALIVE_SECONDS);
+        assert!(e.to_string().contains("soon"));
+        assert!(SseConfig::load(&vars(&[(KEEPALIVE_SECONDS, "0")])).is_err());
+        let c = SseConfig::load(&vars(&[(MAX_CLIENTS, " 5 ")])).unwrap();
+        assert_eq!(c.max_clients, 5);
+    }
+
+    #[test]
+    fn cors_is_explicit() {
+        assert_eq!(Cors::parse("").allow_origin(Some("https://a")), None);
+        assert_eq!(Cors::parse("*").allow_origin(None).as_deref(), Some("*"));
+        let c = Cors::parse("https://a.example, https://b.example/");
+        assert_eq!(
+            c.allow_origin(Some("https://b.example")).as_deref(),
+            Some("https://b.example")
+        );
+        assert_eq!(c.allow_origin(Some("https://evil.example")), None);
+    }
+}

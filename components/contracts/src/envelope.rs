@@ -1,0 +1,292 @@
+//! The envelope: the JSON object each SSE `data:` line carries.
+//!
+//! ```json
+//! {"kind":"domain_event","topic":"aetherlink.events","partition":0,"offset":1234,
+//!  "timestamp":1730592000000,"key":"JobCreated","value":{…}}
+//! ```
+//!
+//! `value` is the Kafka value parsed as JSON when it is JSON. Anything else is still
+//! delivered, never dropped, and says what it is in `value_encoding`:
+//! `"text"` (UTF-8 that is not JSON, as a string), `"base64"` (binary), `"oversize"`
+//! (larger than the configured maximum: `value` is null and `value_size` gives the size)
+//! or `"none"` (a Kafka tombstone). JSON values carry no `value_encoding`, so the
+//! envelope is byte-for-byte what earlier releases sent for them.
+
+use base64::Engine as _;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// `kind` of a relayed Kafka record.
+pub const KIND_DOMAIN_EVENT: &str = "domain_event";
+/// `kind` of the first event of every SSE stream.
+pub const KIND_CONNECTED: &str = "connected";
+/// `kind` of the event that reports history lost before the requested position.
+pub const KIND_GAP: &str = "gap";
+
+/// How a non-JSON value was represented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ValueEncoding {
+    /// UTF-8 text that is not JSON, as a JSON string.
+    Text,
+    /// Arbitrary bytes, standard base64.
+    Base64,
+    /// Larger than the maximum: not included, see `value_size`.
+    Oversize,
+    /// No value at all (a tombstone).
+    None,
+}
+
+/// One Kafka record as relayed to clients.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Always [`KIND_DOMAIN_EVENT`].
+    pub kind: String,
+    /// The Kafka topic.
+    pub topic: String,
+    /// The Kafka partition.
+    pub partition: i32,
+    /// The Kafka offset within the partition.
+    pub offset: i64,
+    /// The Kafka timestamp in ms since the epoch, when the record has one.
+    pub timestamp: Option<i64>,
+    /// The record key: a string when it is UTF-8, `{"base64": …}` otherwise, or null.
+    pub key: Value,
+    /// The value, see the module documentation.
+    pub value: Value,
+    /// Present when `value` is not the record's JSON value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_encoding: Option<ValueEncoding>,
+    /// The value's size in bytes, given when it was too large to include.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value_size: Option<usize>,
+    /// Record headers (name -> UTF-8 string, or `{"base64": …}`), when there are any.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub headers: Map<String, Value>,
+}
+
+/// The raw parts of a Kafka record, as the consumer sees them.
+#[derive(Debug, Clone, Copy)]
+pub struct RawRecord<'a> {
+    /// Topic name.
+    pub topic: &'a str,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Timestamp in ms, if any.
+    pub timestamp: Option<i64>,
+    /// Key bytes, if any.
+    pub key: Option<&'a [u8]>,
+    /// Value bytes, if any (`None` is a tombstone).
+    pub value: Option<&'a [u8]>,
+}
+
+impl Envelope {
+    /// Builds the envelope of a record. `max_value_bytes` of 0 means no limit.
+    pub fn from_record<'h>(
+        record: RawRecord<'_>,
+        headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+        max_value_bytes: usize,
+    ) -> Self {
+        let (value, value_encoding, value_size) = decode_value(record.value, max_value_bytes);
+        let headers = headers
+            .into_iter()
+            .map(|(name, bytes)| (name.to_string(), bytes.map_or(Value::Null, bytes_as_json)))
+            .collect();
+        Self {
+            kind: KIND_DOMAIN_EVENT.to_string(),
+            topic: record.topic.to_string(),
+            partition: record.partition,
+            offset: record.offset,
+            timestamp: record.timestamp,
+            key: record.key.map_or(Value::Null, bytes_as_json),
+            value,
+            value_encoding,
+            value_size,
+            headers,
+        }
+    }
+
+    /// The compact, single-line JSON text of the envelope.
+    pub fn to_json(&self) -> String {
+        // Serialising a struct of strings, numbers and `Value`s cannot fail.
+        serde_json::to_string(self).expect("envelope serialises")
+    }
+
+    /// The event type used by `?type=` filters: the value's `Type`, else the key.
+    pub fn event_type(&self) -> Option<&str> {
+        event_type_of(&self.value, &self.key)
+    }
+}
+
+/// The event type of an envelope given as JSON: the value's `Type`, else the key.
+pub fn event_type_of<'v>(value: &'v Value, key: &'v Value) -> Option<&'v str> {
+    value
+        .get("Type")
+        .and_then(Value::as_str)
+        .or_else(|| key.as_str())
+}
+
+/// Decodes a Kafka value into `(value, encoding, size)`; see the module docs.
+pub fn decode_value(
+    bytes: Option<&[u8]>,
+    max_value_bytes: usize,
+) -> (Value, Option<ValueEncoding>, Option<usize>) {
+    let Some(bytes) = bytes else {
+        return (Value::Null, Some(ValueEncoding::None), None);
+    };
+    if max_value_bytes > 0 && bytes.len() > max_value_bytes {
+        return (
+            Value::Null,
+            Some(ValueEncoding::Oversize),
+            Some(bytes.len()),
+        );
+    }
+    if let Ok(json) = serde_json::from_slice::<Value>(bytes) {
+        return (json, None, None);
+    }
+    match std::str::from_utf8(bytes) {
+        Ok(text) => (Value::String(text.to_string()), Some(ValueEncoding::Text), None),
+        Err(_) => (
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
+            Some(ValueEncoding::Base64),
+            None,
+        ),
+    }
+}
+
+/// Bytes as a JSON string when UTF-8, else as `{"base64": "…"}`.
+fn bytes_as_json(bytes: &[u8]) -> Value {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => Value::String(text.to_string()),
+        Err(_) => serde_json::json!({
+            "base64": base64::engine::general_purpose::STANDARD.encode(bytes)
+        }),
+    }
+}
+
+/// The first event of every stream.
+pub fn connected_event(topic: &str, group: &str, resume_from: &str) -> String {
+    serde_json::json!({
+        "kind": KIND_CONNECTED,
+        "topic": topic,
+        "group": group,
+        "resume_from": resume_from,
+    })
+    .to_string()
+}
+
+/// The event that reports that history before `oldest` is no longer retained.
+///
+/// `requested` is the position the client asked to resume after; `oldest` the oldest
+/// entry still in the stream (None when the stream is empty). `reason` is `trimmed`
+/// (older entries were removed by the stream's length limit) or `reset` (the stream
+/// is behind the requested position: Redis lost its data or the prefix changed).
+pub fn gap_event(requested: &str, oldest: Option<&str>, reason: &str) -> String {
+    let oldest_ms = oldest
+        .and_then(|id| id.split('-').next())
+        .and_then(|ms| ms.parse::<u64>().ok());
+    serde_json::json!({
+        "kind": KIND_GAP,
+        "reason": reason,
+        "requested": requested,
+        "oldest": oldest,
+        "oldest_timestamp": oldest_ms,
+    })
+    .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record<'a>(key: Option<&'a [u8]>, value: Option<&'a [u8]>) -> RawRecord<'a> {
+        RawRecord {
+            topic: "aetherlink.events",
+            partition: 2,
+            offset: 41,
+            timestamp: Some(1_730_592_000_000),
+            key,
+            value,
+        }
+    }
+
+    #[test]
+    fn json_value_keeps_the_historic_shape() {
+        let e = Envelope::from_record(
+            record(Some(b"JobCreated"), Some(br#"{"JobId":7}"#)),
+            [],
+            0,
+        );
+        assert_eq!(
+            e.to_json(),
+            r#"{"kind":"domain_event","topic":"aetherlink.events","partition":2,"offset":41,"timestamp":1730592000000,"key":"JobCreated","value":{"JobId":7}}"#
+        );
+        let back: Envelope = serde_json::from_str(&e.to_json()).unwrap();
+        assert_eq!(back, e);
+    }
+
+    #[test]
+    fn pretty_json_becomes_one_line() {
+        let e = Envelope::from_record(record(None, Some(b"{\n  \"a\": \"x\\ny\"\n}")), [], 0);
+        let json = e.to_json();
+        assert!(!json.contains('\n'), "{json}");
+        assert_eq!(e.value["a"], "x\ny");
+    }
+
+    #[test]
+    fn text_binary_oversize_and_tombstone_are_marked_not_dropped() {
+        let text = Envelope::from_record(record(None, Some(b"not json\n\ndata: x")), [], 0);
+        assert_eq!(text.value_encoding, Some(ValueEncoding::Text));
+        assert_eq!(text.value, "not json\n\ndata: x");
+        assert!(!text.to_json().contains('\n'));
+
+        let bin = Envelope::from_record(record(Some(&[0xff, 0x00]), Some(&[0xff, 0xfe, 0x00])), [], 0);
+        assert_eq!(bin.value_encoding, Some(ValueEncoding::Base64));
+        assert_eq!(bin.value, "//4A");
+        assert_eq!(bin.key, serde_json::json!({"base64": "/wA="}));
+
+        let big = Envelope::from_record(record(None, Some(&[b'1'; 100])), [], 10);
+        assert_eq!(big.value_encoding, Some(ValueEncoding::Oversize));
+        assert_eq!(big.value_size, Some(100));
+        assert!(big.value.is_null());
+
+        let tomb = Envelope::from_record(record(None, None), [], 0);
+        assert_eq!(tomb.value_encoding, Some(ValueEncoding::None));
+    }
+
+    #[test]
+    fn headers_are_kept() {
+        let e = Envelope::from_record(
+            record(None, Some(b"1")),
+            [("trace", Some(&b"abc"[..])), ("bin", Some(&[0xc3u8, 0x28][..])), ("nil", None)],
+            0,
+        );
+        assert_eq!(e.headers["trace"], "abc");
+        assert_eq!(e.headers["bin"]["base64"], "wyg=");
+        assert!(e.headers["nil"].is_null());
+    }
+
+    #[test]
+    fn event_type_prefers_value_type_then_key() {
+        let e = Envelope::from_record(
+            record(Some(b"JobCreated"), Some(br#"{"Type":"JobUpdated"}"#)),
+            [],
+            0,
+        );
+        assert_eq!(e.event_type(), Some("JobUpdated"));
+        let e = Envelope::from_record(record(Some(b"JobCreated"), Some(b"{}")), [], 0);
+        assert_eq!(e.event_type(), Some("JobCreated"));
+    }
+
+    #[test]
+    fn connected_and_gap_events() {
+        let c: Value = serde_json::from_str(&connected_event("t", "g", "1-0")).unwrap();
+        assert_eq!(c["kind"], "connected");
+        assert_eq!(c["group"], "g");
+        let g: Value = serde_json::from_str(&gap_event("5-0", Some("1700-3"), "trimmed")).unwrap();
+        assert_eq!(g["kind"], "gap");
+        assert_eq!(g["oldest_timestamp"], 1700);
+    }
+}

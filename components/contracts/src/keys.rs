@@ -1,0 +1,131 @@
+//! Every Redis key crm-events uses, derived from one configurable prefix.
+//!
+//! Nothing else in the workspace spells a key name: the sidecar, the components and
+//! the tests all ask a [`Keys`] value. The default prefix is [`DEFAULT_PREFIX`].
+
+/// The prefix used when none is configured.
+pub const DEFAULT_PREFIX: &str = "crm-events";
+
+/// The stream field that holds the envelope JSON. Each entry has exactly this one
+/// field, so Spin's flattened `XREAD`/`XRANGE` replies stay unambiguous.
+pub const ENVELOPE_FIELD: &str = "e";
+
+/// The names of all Redis keys, for one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keys {
+    prefix: String,
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new(DEFAULT_PREFIX)
+    }
+}
+
+impl Keys {
+    /// Keys under `prefix` (an empty prefix falls back to the default).
+    pub fn new(prefix: &str) -> Self {
+        let prefix = prefix.trim();
+        let prefix = if prefix.is_empty() {
+            DEFAULT_PREFIX
+        } else {
+            prefix
+        };
+        Self {
+            prefix: prefix.to_string(),
+        }
+    }
+
+    /// The prefix itself.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    fn key(&self, suffix: &str) -> String {
+        format!("{}:{suffix}", self.prefix)
+    }
+
+    /// The Redis stream of envelopes (history, resume, fan-out).
+    pub fn stream(&self) -> String {
+        self.key("stream")
+    }
+
+    /// Hash `topic/partition -> last offset written`: the exactly-once watermark.
+    pub fn offsets(&self) -> String {
+        self.key("stream:offsets")
+    }
+
+    /// The watermark hash field of one partition.
+    pub fn offsets_field(topic: &str, partition: i32) -> String {
+        format!("{topic}/{partition}")
+    }
+
+    /// The pub/sub channel each written batch is published on.
+    pub fn channel(&self) -> String {
+        self.key("events")
+    }
+
+    /// The sidecar's heartbeat (a key with a TTL; the Spin `/readyz` checks it).
+    pub fn heartbeat(&self) -> String {
+        self.key("sidecar:heartbeat")
+    }
+
+    /// Hash of the sidecar's metric values re-exported by the Spin `/metrics`.
+    pub fn sidecar_metrics(&self) -> String {
+        self.key("sidecar:metrics")
+    }
+
+    /// Sorted set of SSE client leases (member: lease id, score: expiry in ms).
+    pub fn sse_leases(&self) -> String {
+        self.key("sse:leases")
+    }
+
+    /// Counter that hands out lease ids.
+    pub fn sse_lease_seq(&self) -> String {
+        self.key("sse:lease-seq")
+    }
+
+    /// Counter of envelopes written to SSE clients (`crm_events_messages_total`).
+    pub fn messages_total(&self) -> String {
+        self.key("metrics:messages")
+    }
+
+    /// Hash `"METHOD path" -> count` (`crm_events_http_requests_total`).
+    pub fn http_requests(&self) -> String {
+        self.key("metrics:http-requests")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn all_keys_share_the_prefix_and_differ() {
+        let k = Keys::new("acme");
+        let all = [
+            k.stream(),
+            k.offsets(),
+            k.channel(),
+            k.heartbeat(),
+            k.sidecar_metrics(),
+            k.sse_leases(),
+            k.sse_lease_seq(),
+            k.messages_total(),
+            k.http_requests(),
+        ];
+        for key in &all {
+            assert!(key.starts_with("acme:"), "{key}");
+        }
+        let unique: std::collections::HashSet<_> = all.iter().collect();
+        assert_eq!(unique.len(), all.len());
+        assert_eq!(k.stream(), "acme:stream");
+    }
+
+    #[test]
+    fn empty_prefix_falls_back_to_default() {
+        assert_eq!(Keys::new("  ").prefix(), DEFAULT_PREFIX);
+        assert_eq!(Keys::default().stream(), "crm-events:stream");
+        assert_eq!(Keys::offsets_field("t", 2), "t/2");
+    }
+}

@@ -1,0 +1,28 @@
+//! The contracts every part of crm-events agrees on.
+//!
+//! The Spin components (`wasm32-wasip2`) and the native sidecar both depend on this
+//! crate, so the shapes that cross a process boundary are spelled exactly once:
+//!
+//! * [`envelope`]: the JSON each SSE `data:` line carries, and how a Kafka value of any
+//!   kind (JSON, text, binary, oversize) is represented without being dropped.
+//! * [`keys`]: every Redis key name, derived from one prefix.
+//! * [`sse`]: the Server-Sent Events frame writer (WHATWG framing, no CR/LF injection).
+//! * [`stream_id`]: Redis stream ids, `Last-Event-ID` and `since=` parsing.
+//! * [`reply`]: reading the flattened replies of Spin's outbound Redis `execute`.
+//! * [`config`]: the Spin variable names, their defaults and their validation.
+//! * [`request`]: the SSE request (query, resume position, filters) and its errors.
+//! * [`http`]: routes, JSON error bodies and CORS decisions shared by the components.
+//! * [`metrics`]: the Prometheus exposition the `/metrics` route renders.
+//!
+//! Nothing here performs I/O; the components and the sidecar do that and call in here
+//! for every decision, which keeps the logic unit-testable on the host.
+
+pub mod config;
+pub mod envelope;
+pub mod http;
+pub mod keys;
+pub mod metrics;
+pub mod reply;
+pub mod request;
+pub mod sse;
+pub mod stream_id;

@@ -1,0 +1,180 @@
+//! The `/crm-events` request: where to start, what to filter, and what is malformed.
+//!
+//! Where the stream starts, in order of precedence:
+//! 1. the `Last-Event-ID` header (what `EventSource` sends when it reconnects);
+//! 2. `?last_event_id=` (for clients that cannot set headers);
+//! 3. `?since=` (epoch milliseconds or RFC 3339): replay from that time;
+//! 4. otherwise only events added after the request.
+
+use crate::envelope::event_type_of;
+use crate::stream_id::{parse_since, StreamId};
+use serde_json::Value;
+
+/// Where a stream starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Resume {
+    /// Only events added after the request.
+    New,
+    /// Events after this id (exclusive).
+    After(StreamId),
+    /// Events added at or after this time (ms since the epoch).
+    Since(u64),
+}
+
+/// Server-side filters. Empty lists match everything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filters {
+    /// `?tenant=`: the value's `TenantId` must be one of these.
+    pub tenants: Vec<String>,
+    /// `?type=`: the event type (the value's `Type`, else the key) must be one of these.
+    pub types: Vec<String>,
+}
+
+/// A parsed `/crm-events` request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SseRequest {
+    /// Start position.
+    pub resume: Resume,
+    /// Filters.
+    pub filters: Filters,
+}
+
+/// A request parameter that cannot be honoured; answered with 400 before streaming.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{parameter}: {message}")]
+pub struct RequestError {
+    /// The header or query parameter at fault.
+    pub parameter: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl SseRequest {
+    /// Parses the query string (without `?`) and the `Last-Event-ID` header.
+    pub fn parse(query: &str, last_event_id: Option<&str>) -> Result<Self, RequestError> {
+        let mut query_id = None;
+        let mut since = None;
+        let mut filters = Filters::default();
+        for (name, value) in form_urlencoded::parse(query.as_bytes()) {
+            match name.as_ref() {
+                "last_event_id" | "lastEventId" => query_id = Some(value.into_owned()),
+                "since" => since = Some(value.into_owned()),
+                "tenant" => filters.tenants.extend(list(&value)),
+                "type" => filters.types.extend(list(&value)),
+                _ => {}
+            }
+        }
+        let header = last_event_id.map(str::trim).filter(|v| !v.is_empty());
+        let resume = if let Some(id) = header {
+            Resume::After(id.parse().map_err(|e: crate::stream_id::PositionError| {
+                RequestError {
+                    parameter: "Last-Event-ID",
+                    message: e.to_string(),
+                }
+            })?)
+        } else if let Some(id) = query_id.as_deref().filter(|v| !v.trim().is_empty()) {
+            Resume::After(id.parse().map_err(|e: crate::stream_id::PositionError| {
+                RequestError {
+                    parameter: "last_event_id",
+                    message: e.to_string(),
+                }
+            })?)
+        } else if let Some(since) = since {
+            Resume::Since(parse_since(&since).map_err(|e| RequestError {
+                parameter: "since",
+                message: e.to_string(),
+            })?)
+        } else {
+            Resume::New
+        };
+        Ok(Self { resume, filters })
+    }
+}
+
+fn list(value: &str) -> impl Iterator<Item = String> + '_ {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+}
+
+impl Filters {
+    /// True when no filter is set.
+    pub fn is_empty(&self) -> bool {
+        self.tenants.is_empty() && self.types.is_empty()
+    }
+
+    /// Whether an envelope (JSON bytes) passes the filters. An envelope that cannot
+    /// be read passes only when no filter is set.
+    pub fn matches(&self, envelope: &[u8]) -> bool {
+        if self.is_empty() {
+            return true;
+        }
+        let Ok(env) = serde_json::from_slice::<Value>(envelope) else {
+            return false;
+        };
+        let value = env.get("value").unwrap_or(&Value::Null);
+        if !self.tenants.is_empty() {
+            let tenant = match value.get("TenantId") {
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Number(n)) => n.to_string(),
+                _ => return false,
+            };
+            if !self.tenants.contains(&tenant) {
+                return false;
+            }
+        }
+        if !self.types.is_empty() {
+            let key = env.get("key").unwrap_or(&Value::Null);
+            match event_type_of(value, key) {
+                Some(t) if self.types.iter().any(|want| want == t) => {}
+                _ => return false,
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn precedence_header_then_query_then_since() {
+        let r = SseRequest::parse("last_event_id=2-0&since=5", Some("3-0")).unwrap();
+        assert_eq!(r.resume, Resume::After(StreamId::new(3, 0)));
+        let r = SseRequest::parse("last_event_id=2-0&since=5", None).unwrap();
+        assert_eq!(r.resume, Resume::After(StreamId::new(2, 0)));
+        let r = SseRequest::parse("since=5", Some("")).unwrap();
+        assert_eq!(r.resume, Resume::Since(5));
+        assert_eq!(SseRequest::parse("", None).unwrap().resume, Resume::New);
+    }
+
+    #[test]
+    fn malformed_positions_name_their_parameter() {
+        assert_eq!(SseRequest::parse("", Some("abc")).unwrap_err().parameter, "Last-Event-ID");
+        assert_eq!(
+            SseRequest::parse("last_event_id=1-x", None).unwrap_err().parameter,
+            "last_event_id"
+        );
+        assert_eq!(SseRequest::parse("since=tomorrow", None).unwrap_err().parameter, "since");
+    }
+
+    #[test]
+    fn filters() {
+        let r = SseRequest::parse("tenant=t1,t2&type=JobCreated&type=JobDeleted", None).unwrap();
+        assert_eq!(r.filters.tenants, ["t1", "t2"]);
+        assert_eq!(r.filters.types, ["JobCreated", "JobDeleted"]);
+        let ev = |tenant: &str, key: &str| {
+            format!(r#"{{"kind":"domain_event","key":"{key}","value":{{"TenantId":"{tenant}"}}}}"#)
+        };
+        assert!(r.filters.matches(ev("t1", "JobCreated").as_bytes()));
+        assert!(!r.filters.matches(ev("t3", "JobCreated").as_bytes()));
+        assert!(!r.filters.matches(ev("t2", "JobUpdated").as_bytes()));
+        assert!(!r.filters.matches(b"not json"));
+        assert!(Filters::default().matches(b"not json"));
+        let numeric = SseRequest::parse("tenant=42", None).unwrap();
+        assert!(numeric.filters.matches(br#"{"value":{"TenantId":42}}"#));
+    }
+}

@@ -1,0 +1,119 @@
+//! Redis stream ids (`<ms>-<seq>`): the SSE `id:` of every event, and so the
+//! `Last-Event-ID` a client resumes from; and the `since=` time a client replays from.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// A Redis stream entry id. Ordered as Redis orders them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamId {
+    /// Milliseconds since the epoch (the time Redis added the entry).
+    pub ms: u64,
+    /// Sequence number within that millisecond.
+    pub seq: u64,
+}
+
+/// Why a stream id or a time did not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PositionError {
+    /// Not `<digits>-<digits>` within 64-bit range.
+    #[error("not a stream id of the form <milliseconds>-<sequence>: {0:?}")]
+    BadId(String),
+    /// Neither epoch milliseconds nor an RFC 3339 time.
+    #[error("not epoch milliseconds or an RFC 3339 time: {0:?}")]
+    BadTime(String),
+}
+
+impl StreamId {
+    /// The smallest id; reading after it reads the whole stream.
+    pub const ZERO: StreamId = StreamId { ms: 0, seq: 0 };
+
+    /// Creates an id.
+    pub const fn new(ms: u64, seq: u64) -> Self {
+        Self { ms, seq }
+    }
+
+    /// The position to read after so that the first entry returned is the first one
+    /// added at or after `ms` (reading is exclusive of the given id).
+    pub fn just_before_time(ms: u64) -> Self {
+        match ms.checked_sub(1) {
+            Some(prev) => Self::new(prev, u64::MAX),
+            None => Self::ZERO,
+        }
+    }
+}
+
+impl fmt::Display for StreamId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+impl FromStr for StreamId {
+    type Err = PositionError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || PositionError::BadId(s.chars().take(64).collect());
+        let (ms, seq) = s.trim().split_once('-').ok_or_else(bad)?;
+        let digits = |p: &str| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit());
+        if !digits(ms) || !digits(seq) {
+            return Err(bad());
+        }
+        Ok(Self {
+            ms: ms.parse().map_err(|_| bad())?,
+            seq: seq.parse().map_err(|_| bad())?,
+        })
+    }
+}
+
+/// Parses a `since=` value: epoch milliseconds (all digits) or an RFC 3339 time.
+/// Returns milliseconds since the epoch.
+pub fn parse_since(s: &str) -> Result<u64, PositionError> {
+    let s = s.trim();
+    let bad = || PositionError::BadTime(s.chars().take(64).collect());
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().map_err(|_| bad());
+    }
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+        .map_err(|_| bad())?;
+    let ms = t.unix_timestamp_nanos() / 1_000_000;
+    u64::try_from(ms).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_orders_ids() {
+        let a: StreamId = "1730592000000-0".parse().unwrap();
+        let b: StreamId = "1730592000000-12".parse().unwrap();
+        let c: StreamId = "1730592000001-0".parse().unwrap();
+        assert!(a < b && b < c);
+        assert_eq!(b.to_string(), "1730592000000-12");
+    }
+
+    #[test]
+    fn rejects_malformed_ids() {
+        for bad in ["", "abc", "1", "1-", "-1", "1-2-3", "1-x", "99999999999999999999-0", "1 -2"] {
+            assert!(bad.parse::<StreamId>().is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn since_accepts_ms_and_rfc3339() {
+        assert_eq!(parse_since("1730592000000").unwrap(), 1_730_592_000_000);
+        assert_eq!(parse_since("2024-11-03T00:00:00Z").unwrap(), 1_730_592_000_000);
+        assert_eq!(parse_since("2024-11-03T01:00:00.5+01:00").unwrap(), 1_730_592_000_500);
+        assert!(parse_since("yesterday").is_err());
+        assert!(parse_since("").is_err());
+        assert!(parse_since("1960-01-01T00:00:00Z").is_err());
+    }
+
+    #[test]
+    fn just_before_time_is_exclusive_start() {
+        assert_eq!(StreamId::just_before_time(0), StreamId::ZERO);
+        let p = StreamId::just_before_time(10);
+        assert!(p < StreamId::new(10, 0) && p > StreamId::new(9, 5));
+    }
+}
