@@ -11,8 +11,10 @@
 //! * [`reply`]: reading the flattened replies of Spin's outbound Redis `execute`.
 //! * [`config`]: the Spin variable names, their defaults and their validation.
 //! * [`request`]: the SSE request (query, resume position, filters) and its errors.
+//! * [`resume`]: where a stream starts, and when to report a `gap`.
 //! * [`http`]: routes, JSON error bodies and CORS decisions shared by the components.
 //! * [`metrics`]: the Prometheus exposition the `/metrics` route renders.
+//! * `spin_glue` (feature `spin`): Spin variables, Redis and responses for the components.
 //!
 //! Nothing here performs I/O; the components and the sidecar do that and call in here
 //! for every decision, which keeps the logic unit-testable on the host.
@@ -24,5 +26,8 @@ pub mod keys;
 pub mod metrics;
 pub mod reply;
 pub mod request;
+pub mod resume;
 pub mod sse;
+#[cfg(feature = "spin")]
+pub mod spin_glue;
 pub mod stream_id;

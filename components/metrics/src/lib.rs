@@ -1,1 +1,72 @@
-//! placeholder
+//! The `metrics` component: `GET /metrics` in the Prometheus text format.
+//!
+//! Spin instances keep nothing between requests, so the numbers live in Redis: the
+//! SSE client leases, the relayed-message and request counters the components
+//! increment, and the headline numbers the sidecar mirrors. This component reads
+//! them and renders them with `crm_events_contracts::metrics`.
+
+use crm_events_contracts::config::CommonConfig;
+use crm_events_contracts::http::{error_body, routes, PROMETHEUS_TEXT};
+use crm_events_contracts::metrics::{render, Snapshot};
+use crm_events_contracts::reply::Reply;
+use crm_events_contracts::spin_glue::{json_response, Redis, RedisError, SpinVariables};
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    if !matches!(req.method(), Method::Get | Method::Head) {
+        let mut r = json_response(405, error_body("method_not_allowed", "use GET", &[]));
+        r.set_header("allow", "GET, HEAD");
+        return r;
+    }
+    let config = CommonConfig::load(&SpinVariables);
+    match snapshot(&config, &req.method().to_string()) {
+        Ok(s) => Response::builder()
+            .status(200)
+            .header("content-type", PROMETHEUS_TEXT)
+            .header("cache-control", "no-store")
+            .body(render(&s))
+            .build(),
+        Err(e) => json_response(503, error_body("redis_unavailable", &e.to_string(), &[])),
+    }
+}
+
+fn snapshot(config: &CommonConfig, method: &str) -> Result<Snapshot, RedisError> {
+    let keys = &config.keys;
+    let redis = Redis::open(&config.redis_address)?;
+    redis.count_request(keys, method, routes::METRICS)?;
+    let now_ms = redis_time_ms(&redis)?;
+    Ok(Snapshot {
+        sse_clients: redis.run_int("ZCOUNT", &[&keys.sse_leases(), &now_ms.to_string(), "+inf"])?,
+        messages_total: redis
+            .run("GET", &[&keys.messages_total()])?
+            .first()
+            .and_then(Reply::as_int)
+            .unwrap_or(0)
+            .max(0) as u64,
+        http_requests: pairs(redis.run("HGETALL", &[&keys.http_requests()])?)
+            .into_iter()
+            .map(|(k, v)| (k, v.parse().unwrap_or(0)))
+            .collect(),
+        sidecar_up: redis.run_int("EXISTS", &[&keys.heartbeat()])? > 0,
+        sidecar: pairs(redis.run("HGETALL", &[&keys.sidecar_metrics()])?),
+    })
+}
+
+/// Redis's clock in ms (leases are stamped with it, so the count uses it too).
+fn redis_time_ms(redis: &Redis) -> Result<i64, RedisError> {
+    let t = redis.run("TIME", &[])?;
+    match (t.first().and_then(Reply::as_int), t.get(1).and_then(Reply::as_int)) {
+        (Some(s), Some(us)) => Ok(s * 1000 + us / 1000),
+        _ => Err(RedisError(format!("TIME: unexpected reply {t:?}"))),
+    }
+}
+
+/// A flattened `HGETALL` reply as `(field, value)` text pairs.
+fn pairs(items: Vec<Reply>) -> Vec<(String, String)> {
+    items
+        .chunks_exact(2)
+        .filter_map(|p| Some((p[0].as_str()?.to_string(), p[1].as_str()?.to_string())))
+        .collect()
+}

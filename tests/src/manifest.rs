@@ -1,0 +1,224 @@
+//! Reading `spin.toml`: the parts of Spin's manifest (version 2) the host needs.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+/// The manifest as written.
+#[derive(Debug, Deserialize)]
+struct Raw {
+    spin_manifest_version: u32,
+    #[serde(default)]
+    variables: BTreeMap<String, RawVariable>,
+    #[serde(default)]
+    trigger: RawTriggers,
+    #[serde(default)]
+    component: BTreeMap<String, RawComponent>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawTriggers {
+    #[serde(default)]
+    http: Vec<RawHttpTrigger>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawHttpTrigger {
+    route: String,
+    component: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawVariable {
+    default: Option<String>,
+    #[serde(default)]
+    required: bool,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawComponent {
+    source: String,
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
+    #[serde(default)]
+    variables: BTreeMap<String, String>,
+}
+
+/// One component, with its variables and allowed hosts resolved.
+#[derive(Debug, Clone)]
+pub struct ComponentSpec {
+    /// Its id in the manifest.
+    pub id: String,
+    /// The `.wasm` file.
+    pub source: PathBuf,
+    /// Component variable name -> resolved value.
+    pub variables: HashMap<String, String>,
+    /// `allowed_outbound_hosts`, templates resolved.
+    pub allowed_outbound_hosts: Vec<String>,
+}
+
+/// A route pattern: exact (`/healthz`) or wildcard (`/...`, `/ops/...`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// Matches this path only.
+    Exact(String),
+    /// Matches this prefix and everything below it.
+    Wildcard(String),
+}
+
+impl Route {
+    fn parse(route: &str) -> Self {
+        match route.strip_suffix("/...") {
+            Some(prefix) => Route::Wildcard(prefix.to_string()),
+            None => Route::Exact(route.to_string()),
+        }
+    }
+
+    /// How well `path` matches: exact routes beat wildcards, longer prefixes beat
+    /// shorter ones (Spin's rules). `None` when it does not match.
+    fn score(&self, path: &str) -> Option<usize> {
+        match self {
+            Route::Exact(p) => (p == path).then_some(usize::MAX),
+            Route::Wildcard(prefix) => {
+                let below = path.strip_prefix(prefix.as_str())?;
+                (below.is_empty() || below.starts_with('/')).then_some(prefix.len())
+            }
+        }
+    }
+}
+
+/// The application.
+#[derive(Debug, Clone)]
+pub struct Manifest {
+    /// Components by id.
+    pub components: BTreeMap<String, ComponentSpec>,
+    /// Routes in manifest order, with the component each one serves.
+    pub routes: Vec<(Route, String)>,
+}
+
+impl Manifest {
+    /// Reads `path`; application variables come from `overrides`, then
+    /// `SPIN_VARIABLE_<NAME>` in the environment, then the manifest defaults.
+    pub fn load(path: &Path, overrides: &HashMap<String, String>) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let raw: Raw = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        if raw.spin_manifest_version != 2 {
+            bail!("{}: only spin_manifest_version = 2 is supported", path.display());
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+
+        let mut app_vars = HashMap::new();
+        for (name, var) in &raw.variables {
+            let env = std::env::var(format!("SPIN_VARIABLE_{}", name.to_uppercase())).ok();
+            let value = overrides.get(name).cloned().or(env).or_else(|| var.default.clone());
+            match value {
+                Some(v) => {
+                    app_vars.insert(name.clone(), v);
+                }
+                None if var.required => bail!("variable {name} is required but has no value"),
+                None => {}
+            }
+        }
+        for name in overrides.keys() {
+            if !raw.variables.contains_key(name) {
+                bail!("variable {name} is not declared in [variables] of {}", path.display());
+            }
+        }
+
+        let mut components = BTreeMap::new();
+        for (id, c) in raw.component {
+            let variables = c
+                .variables
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), expand(v, &app_vars)?)))
+                .collect::<Result<_>>()
+                .with_context(|| format!("component {id}"))?;
+            let allowed_outbound_hosts = c
+                .allowed_outbound_hosts
+                .iter()
+                .map(|h| expand(h, &app_vars))
+                .collect::<Result<_>>()
+                .with_context(|| format!("component {id}"))?;
+            components.insert(
+                id.clone(),
+                ComponentSpec {
+                    id,
+                    source: base.join(&c.source),
+                    variables,
+                    allowed_outbound_hosts,
+                },
+            );
+        }
+        let mut routes = Vec::new();
+        for t in raw.trigger.http {
+            if !components.contains_key(&t.component) {
+                bail!("route {} names unknown component {}", t.route, t.component);
+            }
+            routes.push((Route::parse(&t.route), t.component));
+        }
+        Ok(Self { components, routes })
+    }
+
+    /// The component that serves `path`, by Spin's matching rules.
+    pub fn route(&self, path: &str) -> Option<&str> {
+        self.routes
+            .iter()
+            .filter_map(|(r, c)| Some((r.score(path)?, c)))
+            .max_by_key(|(score, _)| *score)
+            .map(|(_, c)| c.as_str())
+    }
+}
+
+/// Expands `{{ name }}` references to application variables.
+pub fn expand(template: &str, vars: &HashMap<String, String>) -> Result<String> {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after
+            .find("}}")
+            .with_context(|| format!("unclosed {{{{ in {template:?}"))?;
+        let name = after[..end].trim();
+        let value = vars
+            .get(name)
+            .with_context(|| format!("{template:?} uses undefined variable {name}"))?;
+        out.push_str(value);
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_prefer_exact_then_longest_prefix() {
+        let m = Manifest {
+            components: BTreeMap::new(),
+            routes: vec![
+                (Route::parse("/..."), "fallback".into()),
+                (Route::parse("/healthz"), "health".into()),
+                (Route::parse("/ops/..."), "ops".into()),
+            ],
+        };
+        assert_eq!(m.route("/healthz"), Some("health"));
+        assert_eq!(m.route("/"), Some("fallback"));
+        assert_eq!(m.route("/nope"), Some("fallback"));
+        assert_eq!(m.route("/ops/x"), Some("ops"));
+        assert_eq!(m.route("/ops"), Some("ops"));
+        assert_eq!(m.route("/opsx"), Some("fallback"));
+    }
+
+    #[test]
+    fn templates_expand() {
+        let vars = HashMap::from([("host".to_string(), "h:1".to_string())]);
+        assert_eq!(expand("redis://{{ host }}/0", &vars).unwrap(), "redis://h:1/0");
+        assert!(expand("{{ nope }}", &vars).is_err());
+        assert!(expand("{{ host", &vars).is_err());
+    }
+}

@@ -1,0 +1,286 @@
+//! The runtime: one wasmtime engine, every component compiled once and
+//! pre-instantiated, and a fresh instance per request, as Spin runs WASI 0.2
+//! HTTP components.
+//!
+//! Like Spin, it caps live instances (default 1,000, Spin's
+//! `SPIN_MAX_INSTANCE_COUNT` default): an open SSE stream holds its instance, and a
+//! request beyond the cap fails with a 500 as it does in Spin.
+
+use crate::manifest::{ComponentSpec, Manifest};
+use anyhow::{anyhow, Context, Result};
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tokio::sync::Semaphore;
+use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::{Config, Engine, Store};
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
+use wasmtime_wasi_http::p2::bindings::ProxyPre;
+use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
+
+/// Spin's default cap on live instances.
+pub const DEFAULT_MAX_INSTANCES: usize = 1000;
+
+/// How to start a host.
+#[derive(Debug, Clone)]
+pub struct HostConfig {
+    /// The `spin.toml` to serve.
+    pub manifest: PathBuf,
+    /// Application variable overrides (beat `SPIN_VARIABLE_*` and defaults).
+    pub variables: HashMap<String, String>,
+    /// Cap on live instances.
+    pub max_instances: usize,
+    /// Where compiled components are cached between runs (None: no cache).
+    pub cache_dir: Option<PathBuf>,
+}
+
+impl HostConfig {
+    /// Serves `manifest` with defaults.
+    pub fn new(manifest: impl Into<PathBuf>) -> Self {
+        Self {
+            manifest: manifest.into(),
+            variables: HashMap::new(),
+            max_instances: DEFAULT_MAX_INSTANCES,
+            cache_dir: None,
+        }
+    }
+
+    /// Sets an application variable.
+    pub fn variable(mut self, name: &str, value: impl Into<String>) -> Self {
+        self.variables.insert(name.to_string(), value.into());
+        self
+    }
+}
+
+/// Per-instance state: WASI, wasi:http, the resource table and the component's spec.
+pub struct InstanceState {
+    wasi: WasiCtx,
+    http: WasiHttpCtx,
+    pub(crate) table: ResourceTable,
+    pub(crate) component: Arc<ComponentSpec>,
+}
+
+impl WasiView for InstanceState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for InstanceState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: Default::default(),
+        }
+    }
+}
+
+struct Loaded {
+    spec: Arc<ComponentSpec>,
+    pre: ProxyPre<InstanceState>,
+}
+
+/// A running app.
+pub struct Host {
+    manifest: Manifest,
+    components: HashMap<String, Loaded>,
+    instances: Arc<Semaphore>,
+    max_instances: usize,
+}
+
+/// The response type the host produces.
+pub type HostResponse = hyper::Response<HyperOutgoingBody>;
+
+impl Host {
+    /// Reads the manifest and compiles every component (in parallel, cached).
+    pub async fn load(config: HostConfig) -> Result<Arc<Self>> {
+        let manifest = Manifest::load(&config.manifest, &config.variables)?;
+        let wasm_config = Config::new();
+        let engine = Engine::new(&wasm_config).map_err(|e| anyhow!("{e:?}"))?;
+
+        let mut linker: Linker<InstanceState> = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(|e| anyhow!("{e:?}"))?;
+        crate::spin_apis::SpinImports::add_to_linker::<_, HasSelf<_>>(&mut linker, |s| s)
+            .map_err(|e| anyhow!("{e:?}"))?;
+
+        let compiles = manifest.components.values().cloned().map(|spec| {
+            let engine = engine.clone();
+            let cache = config.cache_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                compile(&engine, &spec.source, cache.as_deref())
+                    .with_context(|| format!("component {} ({})", spec.id, spec.source.display()))
+                    .map(|c| (spec, c))
+            })
+        });
+        let mut components = HashMap::new();
+        for compiled in futures::future::join_all(compiles).await {
+            let (spec, component) = compiled??;
+            let pre = linker
+                .instantiate_pre(&component)
+                .and_then(ProxyPre::new)
+                .map_err(|e| anyhow!("component {}: {e:?}", spec.id))?;
+            components.insert(
+                spec.id.clone(),
+                Loaded {
+                    spec: Arc::new(spec),
+                    pre,
+                },
+            );
+        }
+        Ok(Arc::new(Self {
+            manifest,
+            components,
+            instances: Arc::new(Semaphore::new(config.max_instances)),
+            max_instances: config.max_instances,
+        }))
+    }
+
+    /// Instances currently alive (requests in flight, open streams included).
+    pub fn live_instances(&self) -> usize {
+        self.max_instances - self.instances.available_permits()
+    }
+
+    /// Serves one request.
+    pub async fn handle<B>(&self, req: hyper::Request<B>) -> HostResponse
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let path = req.uri().path().to_string();
+        let Some(loaded) = self
+            .manifest
+            .route(&path)
+            .and_then(|id| self.components.get(id))
+        else {
+            return plain(404, "Not Found");
+        };
+        let Ok(permit) = self.instances.clone().try_acquire_owned() else {
+            tracing::warn!(path, max = self.max_instances, "instance limit reached");
+            return plain(500, "Internal Server Error: instance limit reached");
+        };
+        match self.run(loaded, req, permit).await {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::error!(path, error = %format!("{e:#}"), "component failed");
+                plain(500, "Internal Server Error")
+            }
+        }
+    }
+
+    async fn run<B>(
+        &self,
+        loaded: &Loaded,
+        req: hyper::Request<B>,
+        permit: tokio::sync::OwnedSemaphorePermit,
+    ) -> Result<HostResponse>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error>,
+    {
+        let mut store = Store::new(
+            loaded.pre.engine(),
+            InstanceState {
+                wasi: WasiCtx::builder().inherit_stderr().inherit_stdout().build(),
+                http: WasiHttpCtx::new(),
+                table: ResourceTable::new(),
+                component: loaded.spec.clone(),
+            },
+        );
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        let req = store
+            .data_mut()
+            .http()
+            .new_incoming_request(Scheme::Http, req)
+            .map_err(|e| anyhow!("{e:?}"))?;
+        let out = store
+            .data_mut()
+            .http()
+            .new_response_outparam(sender)
+            .map_err(|e| anyhow!("{e:?}"))?;
+        let pre = loaded.pre.clone();
+        let id = loaded.spec.id.clone();
+        // The instance runs in its own task: it keeps streaming after the headers
+        // are out, and holds its slot under the instance cap until it returns.
+        let task = tokio::spawn(async move {
+            let _permit = permit;
+            let result = async {
+                let proxy = pre.instantiate_async(&mut store).await?;
+                proxy
+                    .wasi_http_incoming_handler()
+                    .call_handle(&mut store, req, out)
+                    .await
+            }
+            .await;
+            if let Err(e) = &result {
+                tracing::error!(component = id, error = ?e, "instance trapped");
+            }
+            result.map_err(|e| anyhow!("{e:?}"))
+        });
+        match receiver.await {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(code)) => Err(anyhow!("component answered with error {code:?}")),
+            Err(_) => match task.await {
+                Ok(Ok(())) => Err(anyhow!("component returned without a response")),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(e.into()),
+            },
+        }
+    }
+}
+
+/// Compiles a component, reusing a cached compilation when the bytes and the engine
+/// are the same as last time.
+fn compile(engine: &Engine, source: &Path, cache: Option<&Path>) -> Result<Component> {
+    let bytes = std::fs::read(source).with_context(|| {
+        format!(
+            "reading {} (build the components first: make components)",
+            source.display()
+        )
+    })?;
+    let Some(cache) = cache else {
+        return Component::new(engine, &bytes).map_err(|e| anyhow!("{e:?}"));
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    engine.precompile_compatibility_hash().hash(&mut h);
+    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("component");
+    let path = cache.join(format!("{stem}-{:016x}.cwasm", h.finish()));
+    if path.exists() {
+        // SAFETY: the file was written by `precompile_component` of an engine with
+        // the same compatibility hash (it is in the file name), by this program.
+        if let Ok(c) = unsafe { Component::deserialize_file(engine, &path) } {
+            return Ok(c);
+        }
+    }
+    let compiled = engine
+        .precompile_component(&bytes)
+        .map_err(|e| anyhow!("{e:?}"))?;
+    std::fs::create_dir_all(cache)?;
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    std::fs::write(&tmp, &compiled)?;
+    std::fs::rename(&tmp, &path)?;
+    // SAFETY: as above; these are the bytes just produced by this engine.
+    unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| anyhow!("{e:?}"))
+}
+
+fn plain(status: u16, text: &'static str) -> HostResponse {
+    let body = Full::new(Bytes::from_static(text.as_bytes()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    hyper::Response::builder()
+        .status(status)
+        .header("content-type", "text/plain")
+        .body(body)
+        .expect("static response")
+}

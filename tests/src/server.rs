@@ -1,0 +1,41 @@
+//! The HTTP/1.1 listener: accepts connections and hands each request to the [`Host`].
+
+use crate::runtime::Host;
+use anyhow::Result;
+use hyper::server::conn::http1;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+
+/// Serves until the listener fails or the task is dropped.
+pub async fn serve(host: Arc<Host>, listener: TcpListener) -> Result<()> {
+    loop {
+        let (socket, peer) = listener.accept().await?;
+        let host = host.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req| {
+                let host = host.clone();
+                async move { Ok::<_, std::convert::Infallible>(host.handle(req).await) }
+            });
+            if let Err(e) = http1::Builder::new()
+                .keep_alive(true)
+                .serve_connection(TokioIo::new(socket), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "connection ended");
+            }
+        });
+    }
+}
+
+/// Binds `addr` and serves in a background task; returns the bound address.
+pub async fn spawn(host: Arc<Host>, addr: &str) -> Result<std::net::SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        if let Err(e) = serve(host, listener).await {
+            tracing::error!(error = %e, "listener failed");
+        }
+    });
+    Ok(local)
+}
