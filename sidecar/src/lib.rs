@@ -1,1 +1,29 @@
-//! placeholder
+//! The crm-events sidecar: consumes the CRM's Kafka topic and relays every record
+//! to Redis, exactly once, for the Spin components to stream.
+//!
+//! ```text
+//! Kafka ──► consumer (batches of BATCH_MAX or BATCH_LINGER_MS) ──► writer ──► Redis
+//!                                                        one atomic script per batch:
+//!                                                        XADD each envelope, HSET the
+//!                                                        partition watermarks, PUBLISH
+//!           ◄── commit offsets only after Redis has the batch ──┘
+//! ```
+//!
+//! * [`config`]: settings from flags and environment (clap), librdkafka pass-through.
+//! * [`consumer`]: the rdkafka consumer and its rebalance handling (seek to the
+//!   Redis watermark on assignment).
+//! * [`batch`]: turning records into envelopes and batches.
+//! * [`writer`]: the atomic, idempotent batch write with retry and backoff.
+//! * [`relay`]: the pipeline that ties them together, and graceful shutdown.
+//! * [`telemetry`]: Prometheus metrics, the heartbeat and the metrics mirror in Redis.
+//! * [`http`]: the sidecar's own `/healthz`, `/readyz` and `/metrics`.
+//! * [`logging`]: `tracing` setup (`LOG_FORMAT=json` for JSON lines).
+
+pub mod batch;
+pub mod config;
+pub mod consumer;
+pub mod http;
+pub mod logging;
+pub mod relay;
+pub mod telemetry;
+pub mod writer;

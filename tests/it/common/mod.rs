@@ -1,7 +1,12 @@
 //! What the integration tests share: a real redis-server and the real components
-//! served by the test host on a loopback port.
+//! served by the test host on a loopback port; Kafka (mock cluster), the sidecar
+//! process and stream helpers in the submodules.
 
 #![allow(dead_code)]
+
+pub mod kafka;
+pub mod sidecar;
+pub mod stream;
 
 use crm_events_host::redis_server::RedisServer;
 use crm_events_host::{Host, HostConfig};

@@ -1,0 +1,122 @@
+//! Records become envelopes, envelopes become batches.
+
+use crm_events_contracts::envelope::{Envelope, RawRecord};
+use crm_events_contracts::keys::Keys;
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use std::collections::BTreeMap;
+
+/// One record, ready to write.
+#[derive(Debug, Clone)]
+pub struct Event {
+    /// Kafka partition.
+    pub partition: i32,
+    /// Kafka offset.
+    pub offset: i64,
+    /// Kafka timestamp (ms), if any.
+    pub timestamp: Option<i64>,
+    /// The envelope JSON (one line).
+    pub envelope: String,
+}
+
+impl Event {
+    /// Builds the event of a consumed record.
+    pub fn from_message(msg: &BorrowedMessage<'_>, max_value_bytes: usize) -> Self {
+        let headers: Vec<(&str, Option<&[u8]>)> = msg
+            .headers()
+            .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
+            .unwrap_or_default();
+        let timestamp = msg.timestamp().to_millis();
+        let envelope = Envelope::from_record(
+            RawRecord {
+                topic: msg.topic(),
+                partition: msg.partition(),
+                offset: msg.offset(),
+                timestamp,
+                key: msg.key(),
+                value: msg.payload(),
+            },
+            headers,
+            max_value_bytes,
+        );
+        Self {
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp,
+            envelope: envelope.to_json(),
+        }
+    }
+}
+
+/// Events on their way to Redis, in consumption order.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The events.
+    pub events: Vec<Event>,
+}
+
+impl Batch {
+    /// An empty batch with room for `n` events.
+    pub fn with_capacity(n: usize) -> Self {
+        Self {
+            events: Vec::with_capacity(n),
+        }
+    }
+
+    /// Number of events.
+    pub fn len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.events.is_empty()
+    }
+
+    /// The highest offset of each partition in the batch.
+    pub fn last_offsets(&self) -> BTreeMap<i32, i64> {
+        let mut last = BTreeMap::new();
+        for e in &self.events {
+            let o = last.entry(e.partition).or_insert(e.offset);
+            *o = (*o).max(e.offset);
+        }
+        last
+    }
+
+    /// The script arguments: `field, offset, envelope` per event.
+    pub fn script_args<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = [String; 3]> + 'a {
+        self.events.iter().map(move |e| {
+            [
+                Keys::offsets_field(topic, e.partition),
+                e.offset.to_string(),
+                e.envelope.clone(),
+            ]
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ev(partition: i32, offset: i64) -> Event {
+        Event {
+            partition,
+            offset,
+            timestamp: None,
+            envelope: "{}".into(),
+        }
+    }
+
+    #[test]
+    fn last_offsets_per_partition() {
+        let b = Batch {
+            events: vec![ev(0, 5), ev(1, 2), ev(0, 6), ev(2, 9)],
+        };
+        let last = b.last_offsets();
+        assert_eq!(last[&0], 6);
+        assert_eq!(last[&1], 2);
+        assert_eq!(last[&2], 9);
+        let args: Vec<_> = b.script_args("t").collect();
+        assert_eq!(args[1], ["t/1".to_string(), "2".to_string(), "{}".to_string()]);
+    }
+}

@@ -1,0 +1,66 @@
+//! Reading the Redis stream back, and waiting for conditions on it.
+
+use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
+use redis::Commands;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+
+/// Every entry: `(id, envelope)`.
+pub fn entries(conn: &mut redis::Connection, keys: &Keys) -> Vec<(String, Value)> {
+    let raw: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(keys.stream())
+        .arg("-")
+        .arg("+")
+        .query(conn)
+        .unwrap();
+    raw.into_iter()
+        .map(|(id, fields)| {
+            assert_eq!(fields.len(), 1, "entry {id} must have exactly one field");
+            assert_eq!(fields[0].0, ENVELOPE_FIELD);
+            (id, serde_json::from_str(&fields[0].1).unwrap())
+        })
+        .collect()
+}
+
+/// Stream length.
+pub fn len(conn: &mut redis::Connection, keys: &Keys) -> usize {
+    conn.xlen(keys.stream()).unwrap_or(0)
+}
+
+/// Polls `check` until it is true or `timeout` passes (then panics with `what`).
+pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !check() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// Waits until every partition's watermark reached `last_offset[p]`.
+pub fn wait_for_watermarks(redis_url: &str, keys: &Keys, topic: &str, last_offsets: &[i64], timeout: Duration) {
+    wait_for("the watermarks to reach the last offsets", timeout, || {
+        let Ok(mut conn) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) else {
+            return false;
+        };
+        last_offsets.iter().enumerate().all(|(p, last)| {
+            let mark: Option<i64> = conn
+                .hget(keys.offsets(), Keys::offsets_field(topic, p as i32))
+                .unwrap_or(None);
+            mark == Some(*last)
+        })
+    });
+}
+
+/// Asserts every `(partition, offset)` appears exactly once, in per-partition order,
+/// and that the stream holds exactly `per_partition[p]` events of partition p.
+pub fn assert_exactly_once(entries: &[(String, Value)], per_partition: &[usize]) {
+    let mut next = vec![0i64; per_partition.len()];
+    for (id, e) in entries {
+        let p = e["partition"].as_i64().unwrap() as usize;
+        let o = e["offset"].as_i64().unwrap();
+        assert_eq!(o, next[p], "entry {id}: partition {p} offset {o}, expected {}", next[p]);
+        next[p] += 1;
+    }
+    let got: Vec<usize> = next.iter().map(|n| *n as usize).collect();
+    assert_eq!(got, per_partition, "events per partition");
+}

@@ -1,0 +1,171 @@
+//! The sidecar against a real Kafka-protocol broker (librdkafka's mock cluster) and
+//! a real redis-server: envelopes, order, exactly-once across SIGKILL and Redis
+//! outages, marked values, graceful stop, and its own health and metrics.
+
+mod common;
+
+use common::kafka::Kafka;
+use common::sidecar::Sidecar;
+use common::stream::{assert_exactly_once, entries, len, wait_for, wait_for_watermarks};
+use crm_events_contracts::keys::Keys;
+use crm_events_host::redis_server::RedisServer;
+use std::time::Duration;
+
+const TOPIC: &str = "aetherlink.events";
+
+fn last_offsets(per_partition: &[usize]) -> Vec<i64> {
+    per_partition.iter().map(|n| *n as i64 - 1).collect()
+}
+
+#[test]
+fn events_from_all_partitions_arrive_with_envelopes_in_order() {
+    let redis = RedisServer::start().unwrap();
+    let kafka = Kafka::start(TOPIC, 3);
+    let per = kafka.send_events(300, 3, 0);
+    let _sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[]);
+    let keys = Keys::default();
+    wait_for_watermarks(&redis.url(), &keys, TOPIC, &last_offsets(&per), Duration::from_secs(60));
+
+    let mut conn = redis.connection().unwrap();
+    let all = entries(&mut conn, &keys);
+    assert_exactly_once(&all, &per);
+    let (_, first) = &all[0];
+    assert_eq!(first["kind"], "domain_event");
+    assert_eq!(first["topic"], TOPIC);
+    assert_eq!(first["key"], "JobCreated");
+    assert_eq!(first["value"]["Type"], "JobCreated");
+    assert!(first["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+    assert!(first.get("value_encoding").is_none());
+    let partitions: std::collections::BTreeSet<i64> =
+        all.iter().map(|(_, e)| e["partition"].as_i64().unwrap()).collect();
+    assert_eq!(partitions.len(), 3);
+}
+
+#[test]
+fn sigkill_mid_run_and_restart_keeps_every_event_exactly_once() {
+    let redis = RedisServer::start().unwrap();
+    let kafka = Kafka::start(TOPIC, 3);
+    let per = kafka.send_events(20_000, 3, 0);
+    let keys = Keys::default();
+    let mut conn = redis.connection().unwrap();
+    let settings = [("BATCH_MAX", "200"), ("BATCH_LINGER_MS", "2")];
+
+    let mut first = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
+    wait_for("the first sidecar to write 4,000 events", Duration::from_secs(60), || {
+        len(&mut conn, &keys) >= 4_000
+    });
+    first.kill();
+    let at_kill = len(&mut conn, &keys);
+    assert!(at_kill < 20_000, "the kill must land mid-run (stream had {at_kill})");
+
+    let _second = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
+    wait_for_watermarks(&redis.url(), &keys, TOPIC, &last_offsets(&per), Duration::from_secs(90));
+    let all = entries(&mut conn, &keys);
+    assert_eq!(all.len(), 20_000);
+    assert_exactly_once(&all, &per);
+}
+
+#[test]
+fn redis_outage_mid_run_loses_and_duplicates_nothing() {
+    let mut redis = RedisServer::start_persistent().unwrap();
+    let kafka = Kafka::start(TOPIC, 3);
+    let keys = Keys::default();
+    let mut per = kafka.send_events(3_000, 3, 0);
+    let _sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[("BATCH_MAX", "100")]);
+    let mut conn = redis.connection().unwrap();
+    wait_for("the first events", Duration::from_secs(60), || len(&mut conn, &keys) > 0);
+
+    // Redis goes away while events keep arriving, and comes back a few seconds later.
+    redis.stop();
+    let more = kafka.send_events(3_000, 3, 3_000);
+    std::thread::sleep(Duration::from_secs(3)); // the outage itself, not a synchronisation
+    redis.restart().unwrap();
+    for (p, n) in more.iter().enumerate() {
+        per[p] += n;
+    }
+    wait_for_watermarks(&redis.url(), &keys, TOPIC, &last_offsets(&per), Duration::from_secs(90));
+    let mut conn = redis.connection().unwrap();
+    let all = entries(&mut conn, &keys);
+    assert_eq!(all.len(), 6_000);
+    assert_exactly_once(&all, &per);
+}
+
+#[test]
+fn malformed_binary_oversize_and_tombstone_values_arrive_marked() {
+    let redis = RedisServer::start().unwrap();
+    let kafka = Kafka::start(TOPIC, 1);
+    kafka.send(0, Some(b"Note"), Some(b"plain text, not JSON\n\ndata: x"));
+    kafka.send(0, Some(&[0xff, 0xfe]), Some(&[0x00, 0xff, 0x10, 0x80]));
+    kafka.send(0, None, Some(&[b'7'; 5000]));
+    kafka.send(0, Some(b"Gone"), None);
+    kafka.send(0, None, Some(br#"{"ok":1}"#));
+    kafka.flush();
+    let _sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[("MAX_VALUE_BYTES", "1000")]);
+    let keys = Keys::default();
+    wait_for_watermarks(&redis.url(), &keys, TOPIC, &[4], Duration::from_secs(60));
+    let all = entries(&mut redis.connection().unwrap(), &keys);
+    let v: Vec<&serde_json::Value> = all.iter().map(|(_, e)| e).collect();
+    assert_eq!(v.len(), 5);
+    assert_eq!(v[0]["value_encoding"], "text");
+    assert_eq!(v[0]["value"], "plain text, not JSON\n\ndata: x");
+    assert_eq!(v[1]["value_encoding"], "base64");
+    assert_eq!(v[1]["value"], "AP8QgA==");
+    assert_eq!(v[1]["key"]["base64"], "//4=");
+    assert_eq!(v[2]["value_encoding"], "oversize");
+    assert_eq!(v[2]["value_size"], 5000);
+    assert_eq!(v[2]["offset"], 2);
+    assert_eq!(v[3]["value_encoding"], "none");
+    assert_eq!(v[4]["value"]["ok"], 1);
+}
+
+#[tokio::test]
+async fn health_metrics_and_graceful_stop() {
+    let redis = RedisServer::start().unwrap();
+    let kafka = Kafka::start(TOPIC, 3);
+    let per = kafka.send_events(90, 3, 0);
+    let mut sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[]);
+    let keys = Keys::default();
+    let url = redis.url();
+    let marks = last_offsets(&per);
+    let keys2 = keys.clone();
+    tokio::task::spawn_blocking(move || wait_for_watermarks(&url, &keys2, TOPIC, &marks, Duration::from_secs(60)))
+        .await
+        .unwrap();
+
+    let client = common::client();
+    let ready = client.get(format!("{}/readyz", sidecar.http)).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200);
+    let body: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(body["checks"]["assigned_partitions"], 3);
+    let health = client.get(format!("{}/healthz", sidecar.http)).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    let metrics = client.get(format!("{}/metrics", sidecar.http)).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("crm_events_sidecar_events_consumed_total 90"), "{metrics}");
+    assert!(metrics.contains("crm_events_sidecar_events_written_total 90"), "{metrics}");
+    assert!(metrics.contains("crm_events_sidecar_redis_write_seconds_count"), "{metrics}");
+    assert!(metrics.contains("crm_events_sidecar_event_age_seconds_bucket"), "{metrics}");
+
+    // The heartbeat and the metrics mirror are in Redis for the Spin app.
+    let mut conn = redis.connection().unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(keys.heartbeat()).query(&mut conn).unwrap();
+    assert!(ttl > 0, "heartbeat TTL {ttl}");
+    let consumed: Option<String> = redis::cmd("HGET")
+        .arg(keys.sidecar_metrics())
+        .arg("events_consumed_total")
+        .query(&mut conn)
+        .unwrap();
+    let consumed = consumed.expect("mirrored counter");
+    assert!(consumed == "90" || consumed.parse::<u64>().unwrap() <= 90);
+
+    // SIGTERM: exits 0 within the shutdown bound.
+    sidecar.terminate();
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = sidecar.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "sidecar did not stop within 15 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status.success(), "exit status {status}");
+}
