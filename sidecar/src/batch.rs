@@ -117,6 +117,9 @@ mod tests {
         assert_eq!(last[&1], 2);
         assert_eq!(last[&2], 9);
         let args: Vec<_> = b.script_args("t").collect();
-        assert_eq!(args[1], ["t/1".to_string(), "2".to_string(), "{}".to_string()]);
+        assert_eq!(
+            args[1],
+            ["t/1".to_string(), "2".to_string(), "{}".to_string()]
+        );
     }
 }

@@ -36,7 +36,8 @@ pub struct RelayConfig {
     /// Prefix of every Redis key; must match the app's key_prefix.
     #[arg(long, env = "KEY_PREFIX", default_value = crm_events_contracts::keys::DEFAULT_PREFIX)]
     pub key_prefix: String,
-    /// Approximate maximum length of the Redis stream (history kept for resume).
+    /// Length of the Redis stream (history kept for resume); it may exceed this by 1%
+    /// between trims. 0 keeps everything.
     #[arg(long, env = "STREAM_MAXLEN", default_value_t = 100_000)]
     pub stream_maxlen: u64,
     /// Largest batch written to Redis at once.
@@ -71,7 +72,10 @@ impl RelayConfig {
         let mut props = vec![
             ("bootstrap.servers".to_string(), self.kafka_brokers.clone()),
             ("group.id".to_string(), self.kafka_group.clone()),
-            ("auto.offset.reset".to_string(), self.kafka_offset_reset.clone()),
+            (
+                "auto.offset.reset".to_string(),
+                self.kafka_offset_reset.clone(),
+            ),
             ("enable.auto.commit".to_string(), "false".to_string()),
             ("enable.auto.offset.store".to_string(), "false".to_string()),
             ("enable.partition.eof".to_string(), "false".to_string()),
@@ -110,12 +114,18 @@ mod tests {
     #[test]
     fn env_properties_map_underscores_to_dots() {
         let vars = vec![
-            ("KAFKA_PROP_SECURITY_PROTOCOL".to_string(), "SASL_SSL".to_string()),
+            (
+                "KAFKA_PROP_SECURITY_PROTOCOL".to_string(),
+                "SASL_SSL".to_string(),
+            ),
             ("KAFKA_BROKERS".to_string(), "x".to_string()),
             ("KAFKA_PROP_".to_string(), "ignored".to_string()),
         ];
         let props: Vec<_> = env_properties(vars.into_iter()).collect();
-        assert_eq!(props, vec![("security.protocol".to_string(), "SASL_SSL".to_string())]);
+        assert_eq!(
+            props,
+            vec![("security.protocol".to_string(), "SASL_SSL".to_string())]
+        );
     }
 
     #[test]

@@ -12,7 +12,9 @@ use crate::telemetry::Telemetry;
 use crm_events_contracts::keys::Keys;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer};
+use rdkafka::consumer::{
+    BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol, StreamConsumer,
+};
 use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
@@ -46,7 +48,8 @@ impl ClientContext for RelayContext {
     fn error(&self, error: KafkaError, reason: &str) {
         tracing::warn!(%error, reason, "Kafka client error");
         self.telemetry.errors.with_label_values(&["kafka"]).inc();
-        self.telemetry.set_kafka_error(Some(format!("{error}: {reason}")));
+        self.telemetry
+            .set_kafka_error(Some(format!("{error}: {reason}")));
     }
 }
 
@@ -57,7 +60,10 @@ impl ConsumerContext for RelayContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 self.start_at_watermarks(tpl);
@@ -96,7 +102,13 @@ impl RelayContext {
         let fields: Vec<(String, i32, String)> = tpl
             .elements()
             .iter()
-            .map(|e| (e.topic().to_string(), e.partition(), Keys::offsets_field(e.topic(), e.partition())))
+            .map(|e| {
+                (
+                    e.topic().to_string(),
+                    e.partition(),
+                    Keys::offsets_field(e.topic(), e.partition()),
+                )
+            })
             .collect();
         if fields.is_empty() {
             return;
@@ -114,7 +126,9 @@ impl RelayContext {
             Ok(marks) => {
                 for ((topic, partition, _), mark) in fields.iter().zip(marks) {
                     if let Some(mark) = mark {
-                        if let Err(e) = tpl.set_partition_offset(topic, *partition, Offset::Offset(mark + 1)) {
+                        if let Err(e) =
+                            tpl.set_partition_offset(topic, *partition, Offset::Offset(mark + 1))
+                        {
                             tracing::warn!(error = %e, partition, "cannot set start offset");
                         }
                     }
@@ -122,13 +136,18 @@ impl RelayContext {
             }
             // The write script still skips what the stream has; only re-reading is
             // not avoided.
-            Err(e) => tracing::warn!(error = %e, "cannot read watermarks at assignment; starting at committed offsets"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read watermarks at assignment; starting at committed offsets")
+            }
         }
     }
 }
 
 fn partition_list(tpl: &TopicPartitionList) -> Vec<(i32, Offset)> {
-    tpl.elements().iter().map(|e| (e.partition(), e.offset())).collect()
+    tpl.elements()
+        .iter()
+        .map(|e| (e.partition(), e.offset()))
+        .collect()
 }
 
 /// Creates the consumer (not yet subscribed).
@@ -142,9 +161,8 @@ pub fn create(
     for (k, v) in properties {
         config.set(k, v);
     }
-    let redis = redis::Client::open(redis_url).map_err(|e| {
-        KafkaError::ClientCreation(format!("REDIS_URL {redis_url:?}: {e}"))
-    })?;
+    let redis = redis::Client::open(redis_url)
+        .map_err(|e| KafkaError::ClientCreation(format!("REDIS_URL {redis_url:?}: {e}")))?;
     config.create_with_context(RelayContext {
         redis,
         keys,

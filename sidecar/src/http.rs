@@ -24,8 +24,15 @@ fn respond(status: u16, content_type: &str, body: String) -> Response<Full<Bytes
 pub fn route(telemetry: &Telemetry, method: &hyper::Method, path: &str) -> Response<Full<Bytes>> {
     const JSON: &str = "application/json";
     if method != hyper::Method::GET && method != hyper::Method::HEAD {
-        let mut r = respond(405, JSON, r#"{"ok":false,"error":"method_not_allowed"}"#.into());
-        r.headers_mut().insert("allow", hyper::header::HeaderValue::from_static("GET, HEAD"));
+        let mut r = respond(
+            405,
+            JSON,
+            r#"{"ok":false,"error":"method_not_allowed"}"#.into(),
+        );
+        r.headers_mut().insert(
+            "allow",
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
         return r;
     }
     match path {
@@ -35,7 +42,11 @@ pub fn route(telemetry: &Telemetry, method: &hyper::Method, path: &str) -> Respo
             let body = serde_json::json!({ "ok": ready, "checks": checks }).to_string();
             respond(if ready { 200 } else { 503 }, JSON, body)
         }
-        "/metrics" => respond(200, crm_events_contracts::http::PROMETHEUS_TEXT, telemetry.render()),
+        "/metrics" => respond(
+            200,
+            crm_events_contracts::http::PROMETHEUS_TEXT,
+            telemetry.render(),
+        ),
         _ => respond(404, JSON, r#"{"ok":false,"error":"not_found"}"#.into()),
     }
 }

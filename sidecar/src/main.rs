@@ -10,7 +10,10 @@ use crm_events_sidecar::telemetry::Telemetry;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Relay the CRM's Kafka domain events into Redis for crm-events.")]
+#[command(
+    version,
+    about = "Relay the CRM's Kafka domain events into Redis for crm-events."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

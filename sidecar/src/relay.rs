@@ -43,8 +43,13 @@ pub async fn run(
     tracing::info!(redis = %redact(&config.redis_url), "connected to Redis");
 
     let consumer = Arc::new(
-        consumer::create(&config.kafka_properties(), &config.redis_url, keys.clone(), telemetry.clone())
-            .context("creating the Kafka consumer")?,
+        consumer::create(
+            &config.kafka_properties(),
+            &config.redis_url,
+            keys.clone(),
+            telemetry.clone(),
+        )
+        .context("creating the Kafka consumer")?,
     );
     consumer
         .subscribe(&[&config.kafka_topic])
@@ -236,7 +241,10 @@ pub fn redact(url: &str) -> String {
 mod tests {
     #[test]
     fn redacts_credentials() {
-        assert_eq!(super::redact("redis://:secret@redis:6379/0"), "redis://***@redis:6379/0");
+        assert_eq!(
+            super::redact("redis://:secret@redis:6379/0"),
+            "redis://***@redis:6379/0"
+        );
         assert_eq!(super::redact("redis://redis:6379"), "redis://redis:6379");
     }
 }

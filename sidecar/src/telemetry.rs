@@ -52,21 +52,52 @@ impl Telemetry {
     pub fn new() -> Self {
         let registry = Registry::new();
         let reg = |c: Box<dyn prometheus::core::Collector>| must(registry.register(c));
-        let consumed = must(IntCounter::new(names::EVENTS_CONSUMED_TOTAL, "Kafka records consumed."));
-        let written = must(IntCounter::new(names::EVENTS_WRITTEN_TOTAL, "Events written to the Redis stream."));
-        let batches = must(IntCounter::new(names::BATCHES_TOTAL, "Batches written to Redis."));
-        let errors = must(IntCounterVec::new(Opts::new(names::ERRORS_TOTAL, "Errors by kind."), &["kind"]));
+        let consumed = must(IntCounter::new(
+            names::EVENTS_CONSUMED_TOTAL,
+            "Kafka records consumed.",
+        ));
+        let written = must(IntCounter::new(
+            names::EVENTS_WRITTEN_TOTAL,
+            "Events written to the Redis stream.",
+        ));
+        let batches = must(IntCounter::new(
+            names::BATCHES_TOTAL,
+            "Batches written to Redis.",
+        ));
+        let errors = must(IntCounterVec::new(
+            Opts::new(names::ERRORS_TOTAL, "Errors by kind."),
+            &["kind"],
+        ));
         let redis_write = must(Histogram::with_opts(
-            HistogramOpts::new(names::REDIS_WRITE_SECONDS, "Latency of one batch write to Redis, seconds.")
-                .buckets(vec![0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+            HistogramOpts::new(
+                names::REDIS_WRITE_SECONDS,
+                "Latency of one batch write to Redis, seconds.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+            ]),
         ));
         let event_age = must(Histogram::with_opts(
-            HistogramOpts::new(names::EVENT_AGE_SECONDS, "Event age from its Kafka timestamp to its write to Redis, seconds.")
-                .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0]),
+            HistogramOpts::new(
+                names::EVENT_AGE_SECONDS,
+                "Event age from its Kafka timestamp to its write to Redis, seconds.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+            ]),
         ));
-        let last_event_age = must(Gauge::new(names::LAST_EVENT_AGE_SECONDS, "Age of the newest written event at its write, seconds."));
-        let lag = must(IntGaugeVec::new(Opts::new(names::CONSUMER_LAG, "Consumer lag by partition, records."), &["partition"]));
-        let assigned = must(IntGauge::new(names::ASSIGNED_PARTITIONS, "Partitions assigned to this sidecar."));
+        let last_event_age = must(Gauge::new(
+            names::LAST_EVENT_AGE_SECONDS,
+            "Age of the newest written event at its write, seconds.",
+        ));
+        let lag = must(IntGaugeVec::new(
+            Opts::new(names::CONSUMER_LAG, "Consumer lag by partition, records."),
+            &["partition"],
+        ));
+        let assigned = must(IntGauge::new(
+            names::ASSIGNED_PARTITIONS,
+            "Partitions assigned to this sidecar.",
+        ));
         for c in [
             Box::new(consumed.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(written.clone()),
@@ -120,7 +151,10 @@ impl Telemetry {
 
     /// The last Kafka client error, if it still stands.
     pub fn kafka_error(&self) -> Option<String> {
-        self.kafka_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.kafka_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// Readiness: `(ready, checks)`; ready needs Redis and a partition assignment.
@@ -142,10 +176,22 @@ impl Telemetry {
     /// The `(field, value)` pairs mirrored into Redis for the Spin `/metrics`.
     pub fn mirror_fields(&self) -> Vec<(String, String)> {
         let mut fields = vec![
-            (sidecar_field::EVENTS_CONSUMED.to_string(), self.consumed.get().to_string()),
-            (sidecar_field::EVENTS_WRITTEN.to_string(), self.written.get().to_string()),
-            (sidecar_field::BATCHES.to_string(), self.batches.get().to_string()),
-            (sidecar_field::LAST_EVENT_AGE.to_string(), self.last_event_age.get().to_string()),
+            (
+                sidecar_field::EVENTS_CONSUMED.to_string(),
+                self.consumed.get().to_string(),
+            ),
+            (
+                sidecar_field::EVENTS_WRITTEN.to_string(),
+                self.written.get().to_string(),
+            ),
+            (
+                sidecar_field::BATCHES.to_string(),
+                self.batches.get().to_string(),
+            ),
+            (
+                sidecar_field::LAST_EVENT_AGE.to_string(),
+                self.last_event_age.get().to_string(),
+            ),
         ];
         for family in self.registry.gather() {
             let name = family.name();

@@ -1,8 +1,9 @@
 //! Writing a batch to Redis: atomic, idempotent, retried until it lands.
 //!
 //! One Lua script per batch does, atomically: for each event whose offset is above
-//! its partition's watermark, `XADD` (with approximate `MAXLEN`); then `HSET` the new
-//! watermarks; then `PUBLISH` the written envelopes as one JSON array. An event at or
+//! its partition's watermark, `XADD`; then `HSET` the new watermarks; then `PUBLISH`
+//! the written envelopes as one JSON array; and, once the stream is 1% over
+//! `STREAM_MAXLEN`, trims it back and records the newest trimmed id. An event at or
 //! below the watermark is already in the stream and is skipped, so re-delivery from
 //! Kafka (a crash before the offset commit, a rebalance, a retried write whose reply
 //! was lost) never duplicates an entry. That is the exactly-once guarantee: the
@@ -16,15 +17,17 @@ use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use redis::aio::ConnectionManager;
 use std::time::{Duration, Instant};
 
-/// KEYS: stream, offsets hash, channel. ARGV: maxlen (0 = none), field, then
-/// (watermark field, offset, envelope) per event. Returns the number written.
+/// KEYS: stream, offsets hash, channel, trim marker. ARGV: maxlen (0 = none),
+/// trim slack, field, then (watermark field, offset, envelope) per event.
+/// Returns the number written.
 const WRITE_BATCH: &str = r#"
 local maxlen = tonumber(ARGV[1])
-local field = ARGV[2]
+local slack = tonumber(ARGV[2])
+local field = ARGV[3]
 local marks = {}
 local changed = {}
 local written = {}
-for i = 3, #ARGV, 3 do
+for i = 4, #ARGV, 3 do
   local pf = ARGV[i]
   local offset = tonumber(ARGV[i + 1])
   local mark = marks[pf]
@@ -32,11 +35,7 @@ for i = 3, #ARGV, 3 do
     mark = tonumber(redis.call('HGET', KEYS[2], pf) or '-1')
   end
   if offset > mark then
-    if maxlen > 0 then
-      redis.call('XADD', KEYS[1], 'MAXLEN', '~', maxlen, '*', field, ARGV[i + 2])
-    else
-      redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
-    end
+    redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
     mark = offset
     changed[pf] = true
     written[#written + 1] = ARGV[i + 2]
@@ -49,8 +48,24 @@ end
 if #written > 0 then
   redis.call('PUBLISH', KEYS[3], '[' .. table.concat(written, ',') .. ']')
 end
+-- Trim to exactly maxlen once it is exceeded by the slack, and record the newest
+-- trimmed id: clients resuming before it get a gap event.
+if maxlen > 0 then
+  local len = redis.call('XLEN', KEYS[1])
+  if len > maxlen + slack then
+    local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxlen)
+    redis.call('XTRIM', KEYS[1], 'MAXLEN', maxlen)
+    redis.call('SET', KEYS[4], old[#old][1])
+  end
+end
 return #written
 "#;
+
+/// How far past `maxlen` the stream may grow before it is trimmed back (1%), so the
+/// trim runs once per that many events rather than on every batch.
+pub fn trim_slack(maxlen: u64) -> u64 {
+    (maxlen / 100).max(1)
+}
 
 /// Writes batches for one topic and key prefix.
 pub struct Writer {
@@ -95,12 +110,18 @@ impl Writer {
     }
 
     /// One attempt; returns how many events were new to the stream.
-    pub async fn write_once(&self, conn: &mut ConnectionManager, batch: &Batch) -> redis::RedisResult<u64> {
+    pub async fn write_once(
+        &self,
+        conn: &mut ConnectionManager,
+        batch: &Batch,
+    ) -> redis::RedisResult<u64> {
         let mut inv = self.script.prepare_invoke();
         inv.key(self.keys.stream())
             .key(self.keys.offsets())
             .key(self.keys.channel())
+            .key(self.keys.stream_trimmed())
             .arg(self.maxlen)
+            .arg(trim_slack(self.maxlen))
             .arg(ENVELOPE_FIELD);
         for [field, offset, envelope] in batch.script_args(&self.topic) {
             inv.arg(field).arg(offset).arg(envelope);

@@ -128,11 +128,21 @@ async fn metrics_count_requests_and_pass_promtool() {
         "crm_events_messages_total 0",
         "crm_events_sidecar_up 0",
     ] {
-        assert!(text.lines().any(|l| l == line), "missing {line:?} in\n{text}");
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing {line:?} in\n{text}"
+        );
     }
 
     // A second scrape sees the first one counted.
-    let text = client().get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    let text = client()
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
     assert!(text.contains(r#"crm_events_http_requests_total{method="GET",path="/metrics"} 2"#));
 
     if let Ok(mut child) = std::process::Command::new("promtool")
@@ -143,7 +153,12 @@ async fn metrics_count_requests_and_pass_promtool() {
         .spawn()
     {
         use std::io::Write;
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
         let out = child.wait_with_output().unwrap();
         assert!(
             out.status.success(),

@@ -24,7 +24,13 @@ fn events_from_all_partitions_arrive_with_envelopes_in_order() {
     let per = kafka.send_events(300, 3, 0);
     let _sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[]);
     let keys = Keys::default();
-    wait_for_watermarks(&redis.url(), &keys, TOPIC, &last_offsets(&per), Duration::from_secs(60));
+    wait_for_watermarks(
+        &redis.url(),
+        &keys,
+        TOPIC,
+        &last_offsets(&per),
+        Duration::from_secs(60),
+    );
 
     let mut conn = redis.connection().unwrap();
     let all = entries(&mut conn, &keys);
@@ -36,8 +42,10 @@ fn events_from_all_partitions_arrive_with_envelopes_in_order() {
     assert_eq!(first["value"]["Type"], "JobCreated");
     assert!(first["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
     assert!(first.get("value_encoding").is_none());
-    let partitions: std::collections::BTreeSet<i64> =
-        all.iter().map(|(_, e)| e["partition"].as_i64().unwrap()).collect();
+    let partitions: std::collections::BTreeSet<i64> = all
+        .iter()
+        .map(|(_, e)| e["partition"].as_i64().unwrap())
+        .collect();
     assert_eq!(partitions.len(), 3);
 }
 
@@ -51,15 +59,26 @@ fn sigkill_mid_run_and_restart_keeps_every_event_exactly_once() {
     let settings = [("BATCH_MAX", "200"), ("BATCH_LINGER_MS", "2")];
 
     let mut first = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
-    wait_for("the first sidecar to write 4,000 events", Duration::from_secs(60), || {
-        len(&mut conn, &keys) >= 4_000
-    });
+    wait_for(
+        "the first sidecar to write 4,000 events",
+        Duration::from_secs(60),
+        || len(&mut conn, &keys) >= 4_000,
+    );
     first.kill();
     let at_kill = len(&mut conn, &keys);
-    assert!(at_kill < 20_000, "the kill must land mid-run (stream had {at_kill})");
+    assert!(
+        at_kill < 20_000,
+        "the kill must land mid-run (stream had {at_kill})"
+    );
 
     let _second = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
-    wait_for_watermarks(&redis.url(), &keys, TOPIC, &last_offsets(&per), Duration::from_secs(90));
+    wait_for_watermarks(
+        &redis.url(),
+        &keys,
+        TOPIC,
+        &last_offsets(&per),
+        Duration::from_secs(90),
+    );
     let all = entries(&mut conn, &keys);
     assert_eq!(all.len(), 20_000);
     assert_exactly_once(&all, &per);
@@ -71,9 +90,16 @@ fn redis_outage_mid_run_loses_and_duplicates_nothing() {
     let kafka = Kafka::start(TOPIC, 3);
     let keys = Keys::default();
     let mut per = kafka.send_events(3_000, 3, 0);
-    let _sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[("BATCH_MAX", "100")]);
+    let _sidecar = Sidecar::start(
+        &redis.url(),
+        &kafka.brokers(),
+        TOPIC,
+        &[("BATCH_MAX", "100")],
+    );
     let mut conn = redis.connection().unwrap();
-    wait_for("the first events", Duration::from_secs(60), || len(&mut conn, &keys) > 0);
+    wait_for("the first events", Duration::from_secs(60), || {
+        len(&mut conn, &keys) > 0
+    });
 
     // Redis goes away while events keep arriving, and comes back a few seconds later.
     redis.stop();
@@ -83,7 +109,13 @@ fn redis_outage_mid_run_loses_and_duplicates_nothing() {
     for (p, n) in more.iter().enumerate() {
         per[p] += n;
     }
-    wait_for_watermarks(&redis.url(), &keys, TOPIC, &last_offsets(&per), Duration::from_secs(90));
+    wait_for_watermarks(
+        &redis.url(),
+        &keys,
+        TOPIC,
+        &last_offsets(&per),
+        Duration::from_secs(90),
+    );
     let mut conn = redis.connection().unwrap();
     let all = entries(&mut conn, &keys);
     assert_eq!(all.len(), 6_000);
@@ -100,7 +132,12 @@ fn malformed_binary_oversize_and_tombstone_values_arrive_marked() {
     kafka.send(0, Some(b"Gone"), None);
     kafka.send(0, None, Some(br#"{"ok":1}"#));
     kafka.flush();
-    let _sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[("MAX_VALUE_BYTES", "1000")]);
+    let _sidecar = Sidecar::start(
+        &redis.url(),
+        &kafka.brokers(),
+        TOPIC,
+        &[("MAX_VALUE_BYTES", "1000")],
+    );
     let keys = Keys::default();
     wait_for_watermarks(&redis.url(), &keys, TOPIC, &[4], Duration::from_secs(60));
     let all = entries(&mut redis.connection().unwrap(), &keys);
@@ -128,26 +165,58 @@ async fn health_metrics_and_graceful_stop() {
     let url = redis.url();
     let marks = last_offsets(&per);
     let keys2 = keys.clone();
-    tokio::task::spawn_blocking(move || wait_for_watermarks(&url, &keys2, TOPIC, &marks, Duration::from_secs(60)))
-        .await
-        .unwrap();
+    tokio::task::spawn_blocking(move || {
+        wait_for_watermarks(&url, &keys2, TOPIC, &marks, Duration::from_secs(60))
+    })
+    .await
+    .unwrap();
 
     let client = common::client();
-    let ready = client.get(format!("{}/readyz", sidecar.http)).send().await.unwrap();
+    let ready = client
+        .get(format!("{}/readyz", sidecar.http))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(ready.status().as_u16(), 200);
     let body: serde_json::Value = ready.json().await.unwrap();
     assert_eq!(body["checks"]["assigned_partitions"], 3);
-    let health = client.get(format!("{}/healthz", sidecar.http)).send().await.unwrap();
+    let health = client
+        .get(format!("{}/healthz", sidecar.http))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status().as_u16(), 200);
-    let metrics = client.get(format!("{}/metrics", sidecar.http)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("crm_events_sidecar_events_consumed_total 90"), "{metrics}");
-    assert!(metrics.contains("crm_events_sidecar_events_written_total 90"), "{metrics}");
-    assert!(metrics.contains("crm_events_sidecar_redis_write_seconds_count"), "{metrics}");
-    assert!(metrics.contains("crm_events_sidecar_event_age_seconds_bucket"), "{metrics}");
+    let metrics = client
+        .get(format!("{}/metrics", sidecar.http))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("crm_events_sidecar_events_consumed_total 90"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("crm_events_sidecar_events_written_total 90"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("crm_events_sidecar_redis_write_seconds_count"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("crm_events_sidecar_event_age_seconds_bucket"),
+        "{metrics}"
+    );
 
     // The heartbeat and the metrics mirror are in Redis for the Spin app.
     let mut conn = redis.connection().unwrap();
-    let ttl: i64 = redis::cmd("TTL").arg(keys.heartbeat()).query(&mut conn).unwrap();
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(keys.heartbeat())
+        .query(&mut conn)
+        .unwrap();
     assert!(ttl > 0, "heartbeat TTL {ttl}");
     let consumed: Option<String> = redis::cmd("HGET")
         .arg(keys.sidecar_metrics())
@@ -164,7 +233,10 @@ async fn health_metrics_and_graceful_stop() {
         if let Some(s) = sidecar.child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(15), "sidecar did not stop within 15 s");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "sidecar did not stop within 15 s"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert!(status.success(), "exit status {status}");

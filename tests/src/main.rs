@@ -40,8 +40,7 @@ fn parse_pair(s: &str) -> Result<(String, String), String> {
 async fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -54,7 +53,10 @@ async fn main() -> Result<()> {
         .await
         .with_context(|| format!("loading {}", args.manifest.display()))?;
     let addr = crm_events_host::server::spawn(host, &args.listen).await?;
-    eprintln!("crm-events-host serving {} on http://{addr}", args.manifest.display());
+    eprintln!(
+        "crm-events-host serving {} on http://{addr}",
+        args.manifest.display()
+    );
     tokio::signal::ctrl_c().await?;
     eprintln!("stopping");
     Ok(())

@@ -101,18 +101,26 @@ impl Manifest {
     /// Reads `path`; application variables come from `overrides`, then
     /// `SPIN_VARIABLE_<NAME>` in the environment, then the manifest defaults.
     pub fn load(path: &Path, overrides: &HashMap<String, String>) -> Result<Self> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        let raw: Raw = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let raw: Raw =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         if raw.spin_manifest_version != 2 {
-            bail!("{}: only spin_manifest_version = 2 is supported", path.display());
+            bail!(
+                "{}: only spin_manifest_version = 2 is supported",
+                path.display()
+            );
         }
         let base = path.parent().unwrap_or(Path::new("."));
 
         let mut app_vars = HashMap::new();
         for (name, var) in &raw.variables {
             let env = std::env::var(format!("SPIN_VARIABLE_{}", name.to_uppercase())).ok();
-            let value = overrides.get(name).cloned().or(env).or_else(|| var.default.clone());
+            let value = overrides
+                .get(name)
+                .cloned()
+                .or(env)
+                .or_else(|| var.default.clone());
             match value {
                 Some(v) => {
                     app_vars.insert(name.clone(), v);
@@ -123,7 +131,10 @@ impl Manifest {
         }
         for name in overrides.keys() {
             if !raw.variables.contains_key(name) {
-                bail!("variable {name} is not declared in [variables] of {}", path.display());
+                bail!(
+                    "variable {name} is not declared in [variables] of {}",
+                    path.display()
+                );
             }
         }
 
@@ -217,7 +228,10 @@ mod tests {
     #[test]
     fn templates_expand() {
         let vars = HashMap::from([("host".to_string(), "h:1".to_string())]);
-        assert_eq!(expand("redis://{{ host }}/0", &vars).unwrap(), "redis://h:1/0");
+        assert_eq!(
+            expand("redis://{{ host }}/0", &vars).unwrap(),
+            "redis://h:1/0"
+        );
         assert!(expand("{{ nope }}", &vars).is_err());
         assert!(expand("{{ host", &vars).is_err());
     }

@@ -20,7 +20,9 @@ pub struct RedisServer {
 
 /// A free TCP port on 127.0.0.1 (bound and released; good enough for tests).
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 impl RedisServer {
@@ -36,7 +38,8 @@ impl RedisServer {
 
     fn launch(persistent: bool) -> Result<Self> {
         let port = free_port()?;
-        let dir = std::env::temp_dir().join(format!("crm-events-redis-{}-{port}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("crm-events-redis-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         let mut server = Self {
             port,
@@ -109,7 +112,10 @@ impl RedisServer {
                 }
             }
             if Instant::now() > deadline {
-                bail!("redis-server on port {} did not answer within 20 s", self.port);
+                bail!(
+                    "redis-server on port {} did not answer within 20 s",
+                    self.port
+                );
             }
             std::thread::sleep(Duration::from_millis(20));
         }

@@ -254,7 +254,10 @@ fn compile(engine: &Engine, source: &Path, cache: Option<&Path>) -> Result<Compo
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     engine.precompile_compatibility_hash().hash(&mut h);
-    let stem = source.file_stem().and_then(|s| s.to_str()).unwrap_or("component");
+    let stem = source
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("component");
     let path = cache.join(format!("{stem}-{:016x}.cwasm", h.finish()));
     if path.exists() {
         // SAFETY: the file was written by `precompile_component` of an engine with

@@ -57,9 +57,7 @@ pub fn flatten(value: Value) -> Vec<RedisResult> {
             Value::Int(i) => out.push(RedisResult::Int64(i)),
             Value::BulkString(b) => out.push(RedisResult::Binary(b)),
             Value::SimpleString(s) => out.push(RedisResult::Status(s)),
-            Value::Array(items) | Value::Set(items) => {
-                items.into_iter().for_each(|v| push(out, v))
-            }
+            Value::Array(items) | Value::Set(items) => items.into_iter().for_each(|v| push(out, v)),
             Value::Map(pairs) => pairs.into_iter().for_each(|(k, v)| {
                 push(out, k);
                 push(out, v);
@@ -100,7 +98,10 @@ impl fermyon::spin::redis::HostConnection for InstanceState {
         let config = redis::AsyncConnectionConfig::new()
             .set_response_timeout(None)
             .set_connection_timeout(Some(std::time::Duration::from_secs(5)));
-        let conn = match client.get_multiplexed_async_connection_with_config(&config).await {
+        let conn = match client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+        {
             Ok(c) => c,
             Err(e) => return Ok(Err(other(e))),
         };
@@ -114,7 +115,10 @@ impl fermyon::spin::redis::HostConnection for InstanceState {
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<(), RedisError>> {
         let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn.publish::<_, _, ()>(channel, payload).await.map_err(other))
+        Ok(conn
+            .publish::<_, _, ()>(channel, payload)
+            .await
+            .map_err(other))
     }
 
     async fn get(
@@ -239,7 +243,10 @@ mod tests {
             Value::BulkString(b"s".to_vec()),
             Value::Array(vec![Value::Array(vec![
                 Value::BulkString(b"1-0".to_vec()),
-                Value::Array(vec![Value::BulkString(b"e".to_vec()), Value::BulkString(b"{}".to_vec())]),
+                Value::Array(vec![
+                    Value::BulkString(b"e".to_vec()),
+                    Value::BulkString(b"{}".to_vec()),
+                ]),
             ])]),
         ])]);
         let flat = flatten(v);

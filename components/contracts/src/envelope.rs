@@ -147,7 +147,11 @@ pub fn decode_value(
         return (json, None, None);
     }
     match std::str::from_utf8(bytes) {
-        Ok(text) => (Value::String(text.to_string()), Some(ValueEncoding::Text), None),
+        Ok(text) => (
+            Value::String(text.to_string()),
+            Some(ValueEncoding::Text),
+            None,
+        ),
         Err(_) => (
             Value::String(base64::engine::general_purpose::STANDARD.encode(bytes)),
             Some(ValueEncoding::Base64),
@@ -214,11 +218,7 @@ mod tests {
 
     #[test]
     fn json_value_keeps_the_historic_shape() {
-        let e = Envelope::from_record(
-            record(Some(b"JobCreated"), Some(br#"{"JobId":7}"#)),
-            [],
-            0,
-        );
+        let e = Envelope::from_record(record(Some(b"JobCreated"), Some(br#"{"JobId":7}"#)), [], 0);
         assert_eq!(
             e.to_json(),
             r#"{"kind":"domain_event","topic":"aetherlink.events","partition":2,"offset":41,"timestamp":1730592000000,"key":"JobCreated","value":{"JobId":7}}"#
@@ -242,7 +242,11 @@ mod tests {
         assert_eq!(text.value, "not json\n\ndata: x");
         assert!(!text.to_json().contains('\n'));
 
-        let bin = Envelope::from_record(record(Some(&[0xff, 0x00]), Some(&[0xff, 0xfe, 0x00])), [], 0);
+        let bin = Envelope::from_record(
+            record(Some(&[0xff, 0x00]), Some(&[0xff, 0xfe, 0x00])),
+            [],
+            0,
+        );
         assert_eq!(bin.value_encoding, Some(ValueEncoding::Base64));
         assert_eq!(bin.value, "//4A");
         assert_eq!(bin.key, serde_json::json!({"base64": "/wA="}));
@@ -260,7 +264,11 @@ mod tests {
     fn headers_are_kept() {
         let e = Envelope::from_record(
             record(None, Some(b"1")),
-            [("trace", Some(&b"abc"[..])), ("bin", Some(&[0xc3u8, 0x28][..])), ("nil", None)],
+            [
+                ("trace", Some(&b"abc"[..])),
+                ("bin", Some(&[0xc3u8, 0x28][..])),
+                ("nil", None),
+            ],
             0,
         );
         assert_eq!(e.headers["trace"], "abc");

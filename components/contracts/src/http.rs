@@ -79,9 +79,12 @@ mod tests {
 
     #[test]
     fn error_body_is_json() {
-        let b: serde_json::Value =
-            serde_json::from_str(&error_body("not_found", "no route", &[("path", "/x".into())]))
-                .unwrap();
+        let b: serde_json::Value = serde_json::from_str(&error_body(
+            "not_found",
+            "no route",
+            &[("path", "/x".into())],
+        ))
+        .unwrap();
         assert_eq!(b["ok"], false);
         assert_eq!(b["error"], "not_found");
         assert_eq!(b["path"], "/x");

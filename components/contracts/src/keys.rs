@@ -50,6 +50,13 @@ impl Keys {
         self.key("stream")
     }
 
+    /// The id of the newest entry the sidecar trimmed from the stream (a string key).
+    /// Redis's own `max-deleted-entry-id` does not move on trimming, so the sidecar
+    /// records it; a client resuming before it has lost history (a `gap`).
+    pub fn stream_trimmed(&self) -> String {
+        self.key("stream:trimmed")
+    }
+
     /// Hash `topic/partition -> last offset written`: the exactly-once watermark.
     pub fn offsets(&self) -> String {
         self.key("stream:offsets")
@@ -106,6 +113,7 @@ mod tests {
         let all = [
             k.stream(),
             k.offsets(),
+            k.stream_trimmed(),
             k.channel(),
             k.heartbeat(),
             k.sidecar_metrics(),

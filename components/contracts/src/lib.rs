@@ -27,7 +27,7 @@ pub mod metrics;
 pub mod reply;
 pub mod request;
 pub mod resume;
-pub mod sse;
 #[cfg(feature = "spin")]
 pub mod spin_glue;
+pub mod sse;
 pub mod stream_id;

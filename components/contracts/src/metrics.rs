@@ -82,7 +82,8 @@ pub fn render(s: &Snapshot) -> String {
     // Registering freshly made, uniquely named collectors cannot fail; `build` keeps
     // that assumption in one place.
     fn build<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-        r.register(Box::new(c.clone())).expect("unique metric names");
+        r.register(Box::new(c.clone()))
+            .expect("unique metric names");
         c
     }
     let gauge = |name, help| build(&registry, IntGauge::new(name, help).expect("valid name"));
@@ -93,7 +94,10 @@ pub fn render(s: &Snapshot) -> String {
     let requests = build(
         &registry,
         IntCounterVec::new(
-            Opts::new(names::HTTP_REQUESTS_TOTAL, "HTTP requests by method and path."),
+            Opts::new(
+                names::HTTP_REQUESTS_TOTAL,
+                "HTTP requests by method and path.",
+            ),
             &["method", "path"],
         )
         .expect("valid name"),
@@ -105,8 +109,14 @@ pub fn render(s: &Snapshot) -> String {
     }
     gauge(names::SIDECAR_UP, "1 while the sidecar heartbeat is fresh.").set(s.sidecar_up as i64);
 
-    let consumed = counter(names::EVENTS_CONSUMED_TOTAL, "Kafka records consumed by the sidecar.");
-    let written = counter(names::EVENTS_WRITTEN_TOTAL, "Events written to the Redis stream.");
+    let consumed = counter(
+        names::EVENTS_CONSUMED_TOTAL,
+        "Kafka records consumed by the sidecar.",
+    );
+    let written = counter(
+        names::EVENTS_WRITTEN_TOTAL,
+        "Events written to the Redis stream.",
+    );
     let batches = counter(names::BATCHES_TOTAL, "Batches written to Redis.");
     let age = gauge(
         names::LAST_EVENT_AGE_SECONDS,
@@ -114,13 +124,19 @@ pub fn render(s: &Snapshot) -> String {
     );
     let errors = build(
         &registry,
-        IntCounterVec::new(Opts::new(names::ERRORS_TOTAL, "Sidecar errors by kind."), &["kind"])
-            .expect("valid name"),
+        IntCounterVec::new(
+            Opts::new(names::ERRORS_TOTAL, "Sidecar errors by kind."),
+            &["kind"],
+        )
+        .expect("valid name"),
     );
     let lag = build(
         &registry,
         IntGaugeVec::new(
-            Opts::new(names::CONSUMER_LAG, "Consumer lag by partition, in records."),
+            Opts::new(
+                names::CONSUMER_LAG,
+                "Consumer lag by partition, in records.",
+            ),
             &["partition"],
         )
         .expect("valid name"),

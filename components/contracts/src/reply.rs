@@ -105,8 +105,11 @@ pub struct StreamInfo {
     pub length: u64,
     /// The id of the newest entry ever added (`0-0` for a new stream).
     pub last_generated_id: StreamId,
-    /// Every id at or below this one may have been removed (Redis 7+).
+    /// Every id at or below this one may have been removed by `XDEL` (Redis 7+).
     pub max_deleted_entry_id: Option<StreamId>,
+    /// The newest id the sidecar trimmed (not part of `XINFO`: read from
+    /// [`crate::keys::Keys::stream_trimmed`] by the caller).
+    pub trimmed_through: Option<StreamId>,
     /// The oldest entry still in the stream (Redis 7+ `recorded-first-entry-id`).
     pub first_entry_id: Option<StreamId>,
 }

@@ -153,12 +153,22 @@ mod tests {
 
     #[test]
     fn malformed_positions_name_their_parameter() {
-        assert_eq!(SseRequest::parse("", Some("abc")).unwrap_err().parameter, "Last-Event-ID");
         assert_eq!(
-            SseRequest::parse("last_event_id=1-x", None).unwrap_err().parameter,
+            SseRequest::parse("", Some("abc")).unwrap_err().parameter,
+            "Last-Event-ID"
+        );
+        assert_eq!(
+            SseRequest::parse("last_event_id=1-x", None)
+                .unwrap_err()
+                .parameter,
             "last_event_id"
         );
-        assert_eq!(SseRequest::parse("since=tomorrow", None).unwrap_err().parameter, "since");
+        assert_eq!(
+            SseRequest::parse("since=tomorrow", None)
+                .unwrap_err()
+                .parameter,
+            "since"
+        );
     }
 
     #[test]

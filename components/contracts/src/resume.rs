@@ -1,9 +1,10 @@
 //! Where an SSE stream starts, and whether history the client asked for is gone.
 //!
-//! Decided on the facts `XINFO STREAM` gives: the newest id ever added, the oldest
-//! retained entry, and `max-deleted-entry-id` (every id at or below it may have been
-//! trimmed). A client resuming after `id` has lost history exactly when an entry
-//! newer than `id` was deleted, that is when `max-deleted-entry-id > id`.
+//! Decided on the facts `XINFO STREAM` gives (the newest id ever added, the oldest
+//! retained entry, `max-deleted-entry-id` for `XDEL`) plus the trim marker the
+//! sidecar keeps (Redis does not move `max-deleted-entry-id` when it trims). A client
+//! resuming after `id` has lost history exactly when an entry newer than `id` was
+//! removed, that is when the newest removed id is above `id`.
 
 use crate::envelope::gap_event;
 use crate::reply::StreamInfo;
@@ -22,7 +23,8 @@ pub struct Start {
 /// The decision itself, on the stream's facts.
 pub fn decide(info: &StreamInfo, resume: Resume) -> Start {
     let oldest = info.first_entry_id.map(|id| id.to_string());
-    let trimmed_after = |pos: StreamId| info.max_deleted_entry_id.is_some_and(|d| d > pos);
+    let removed_through = info.max_deleted_entry_id.max(info.trimmed_through);
+    let trimmed_after = |pos: StreamId| removed_through.is_some_and(|d| d > pos);
     match resume {
         Resume::New => Start {
             after: info.last_generated_id,
@@ -36,7 +38,8 @@ pub fn decide(info: &StreamInfo, resume: Resume) -> Start {
         },
         Resume::After(id) => Start {
             after: id,
-            gap: trimmed_after(id).then(|| gap_event(&id.to_string(), oldest.as_deref(), "trimmed")),
+            gap: trimmed_after(id)
+                .then(|| gap_event(&id.to_string(), oldest.as_deref(), "trimmed")),
         },
         Resume::Since(ms) => {
             let after = StreamId::just_before_time(ms);
@@ -53,11 +56,16 @@ pub fn decide(info: &StreamInfo, resume: Resume) -> Start {
 mod tests {
     use super::*;
 
-    fn info(last: (u64, u64), first: Option<(u64, u64)>, deleted: Option<(u64, u64)>) -> StreamInfo {
+    fn info(
+        last: (u64, u64),
+        first: Option<(u64, u64)>,
+        deleted: Option<(u64, u64)>,
+    ) -> StreamInfo {
         StreamInfo {
             length: first.map_or(0, |_| 10),
             last_generated_id: StreamId::new(last.0, last.1),
-            max_deleted_entry_id: deleted.map(|d| StreamId::new(d.0, d.1)),
+            max_deleted_entry_id: None,
+            trimmed_through: deleted.map(|d| StreamId::new(d.0, d.1)),
             first_entry_id: first.map(|f| StreamId::new(f.0, f.1)),
         }
     }
@@ -96,6 +104,14 @@ mod tests {
         assert_eq!(gap_reason(&s).as_deref(), Some("trimmed"));
         let s = decide(&i, Resume::Since(10));
         assert_eq!(s.gap, None);
+    }
+
+    #[test]
+    fn xdel_deletions_count_too() {
+        let mut i = info((50, 0), Some((10, 0)), None);
+        i.max_deleted_entry_id = Some(StreamId::new(30, 0));
+        let s = decide(&i, Resume::After(StreamId::new(20, 0)));
+        assert_eq!(gap_reason(&s).as_deref(), Some("trimmed"));
     }
 
     #[test]

@@ -102,7 +102,12 @@ pub fn fields(headers: &[(&str, &str)]) -> Fields {
 }
 
 /// Sends a complete response through a streaming handler's outparam.
-pub async fn send_whole(out: ResponseOutparam, status: u16, headers: &[(&str, &str)], body: String) {
+pub async fn send_whole(
+    out: ResponseOutparam,
+    status: u16,
+    headers: &[(&str, &str)],
+    body: String,
+) {
     let response = OutgoingResponse::new(fields(headers));
     // The status codes used here are all valid; a failure leaves Spin's default 200.
     let _ = response.set_status_code(status);

@@ -80,7 +80,10 @@ mod tests {
 
     #[test]
     fn line_breaks_in_data_become_data_lines() {
-        assert_eq!(ev(None, "a\n\ndata: x"), "data: a\ndata: \ndata: data: x\n\n");
+        assert_eq!(
+            ev(None, "a\n\ndata: x"),
+            "data: a\ndata: \ndata: data: x\n\n"
+        );
         assert_eq!(ev(None, "a\r\nb\rc"), "data: a\ndata: b\ndata: c\n\n");
         assert_eq!(ev(None, ""), "data: \n\n");
     }

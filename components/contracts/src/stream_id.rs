@@ -95,7 +95,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_ids() {
-        for bad in ["", "abc", "1", "1-", "-1", "1-2-3", "1-x", "99999999999999999999-0", "1 -2"] {
+        for bad in [
+            "",
+            "abc",
+            "1",
+            "1-",
+            "-1",
+            "1-2-3",
+            "1-x",
+            "99999999999999999999-0",
+            "1 -2",
+        ] {
             assert!(bad.parse::<StreamId>().is_err(), "{bad:?} parsed");
         }
     }
@@ -103,8 +113,14 @@ mod tests {
     #[test]
     fn since_accepts_ms_and_rfc3339() {
         assert_eq!(parse_since("1730592000000").unwrap(), 1_730_592_000_000);
-        assert_eq!(parse_since("2024-11-03T00:00:00Z").unwrap(), 1_730_592_000_000);
-        assert_eq!(parse_since("2024-11-03T01:00:00.5+01:00").unwrap(), 1_730_592_000_500);
+        assert_eq!(
+            parse_since("2024-11-03T00:00:00Z").unwrap(),
+            1_730_592_000_000
+        );
+        assert_eq!(
+            parse_since("2024-11-03T01:00:00.5+01:00").unwrap(),
+            1_730_592_000_500
+        );
         assert!(parse_since("yesterday").is_err());
         assert!(parse_since("").is_err());
         assert!(parse_since("1960-01-01T00:00:00Z").is_err());

@@ -57,7 +57,10 @@ fn snapshot(config: &CommonConfig, method: &str) -> Result<Snapshot, RedisError>
 /// Redis's clock in ms (leases are stamped with it, so the count uses it too).
 fn redis_time_ms(redis: &Redis) -> Result<i64, RedisError> {
     let t = redis.run("TIME", &[])?;
-    match (t.first().and_then(Reply::as_int), t.get(1).and_then(Reply::as_int)) {
+    match (
+        t.first().and_then(Reply::as_int),
+        t.get(1).and_then(Reply::as_int),
+    ) {
         (Some(s), Some(us)) => Ok(s * 1000 + us / 1000),
         _ => Err(RedisError(format!("TIME: unexpected reply {t:?}"))),
     }

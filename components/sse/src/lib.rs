@@ -52,7 +52,10 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             headers.push(("allow", "GET, OPTIONS"));
             if allow_origin.is_some() {
                 headers.push(("access-control-allow-methods", "GET, OPTIONS"));
-                headers.push(("access-control-allow-headers", "last-event-id, cache-control"));
+                headers.push((
+                    "access-control-allow-headers",
+                    "last-event-id, cache-control",
+                ));
                 headers.push(("access-control-max-age", "600"));
             }
             return send_whole(out, 204, &headers, String::new()).await;
@@ -104,7 +107,10 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             let (s, h, b) = reject(
                 503,
                 "too_many_clients",
-                format!("this service allows {} concurrent streams", config.max_clients),
+                format!(
+                    "this service allows {} concurrent streams",
+                    config.max_clients
+                ),
                 &[("max_clients", config.max_clients.into())],
             );
             return send_whole(out, s, &h, b).await;

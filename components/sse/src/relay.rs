@@ -8,11 +8,11 @@
 //!   (the client reconnects and resumes exactly), or when the client is gone.
 
 use crate::lease::Lease;
-use crm_events_contracts::resume::Start;
 use crm_events_contracts::config::SseConfig;
 use crm_events_contracts::envelope::connected_event;
 use crm_events_contracts::reply::parse_xread;
 use crm_events_contracts::request::Filters;
+use crm_events_contracts::resume::Start;
 use crm_events_contracts::spin_glue::{fields, Redis};
 use crm_events_contracts::sse;
 use futures::SinkExt;
@@ -48,7 +48,11 @@ impl Relay<'_> {
 
         let mut first = String::new();
         sse::retry(&mut first, config.retry_ms);
-        let connected = connected_event(&config.common.topic, &config.common.group, &position.to_string());
+        let connected = connected_event(
+            &config.common.topic,
+            &config.common.group,
+            &position.to_string(),
+        );
         sse::event(&mut first, Some(&position.to_string()), &connected);
         if let Some(gap) = &start.gap {
             sse::event(&mut first, None, gap);
@@ -63,7 +67,12 @@ impl Relay<'_> {
 
         let mut chunk = first;
         loop {
-            if !chunk.is_empty() && body.send(std::mem::take(&mut chunk).into_bytes()).await.is_err() {
+            if !chunk.is_empty()
+                && body
+                    .send(std::mem::take(&mut chunk).into_bytes())
+                    .await
+                    .is_err()
+            {
                 break; // The client is gone.
             }
             if last_renewal.elapsed() >= keepalive {
@@ -84,12 +93,23 @@ impl Relay<'_> {
             let from = position.to_string();
             let reply = self.reader.run(
                 "XREAD",
-                &["COUNT", &count, "BLOCK", &block_ms, "STREAMS", &stream_key, &from],
+                &[
+                    "COUNT",
+                    &count,
+                    "BLOCK",
+                    &block_ms,
+                    "STREAMS",
+                    &stream_key,
+                    &from,
+                ],
             );
             let entries = match reply.map(|r| parse_xread(&r)) {
                 Ok(Ok(entries)) => entries,
                 Ok(Err(e)) => {
-                    sse::comment(&mut chunk, &format!("stream error: {e}; reconnect to resume"));
+                    sse::comment(
+                        &mut chunk,
+                        &format!("stream error: {e}; reconnect to resume"),
+                    );
                     let _ = body.send(chunk.into_bytes()).await;
                     break;
                 }
@@ -108,7 +128,11 @@ impl Relay<'_> {
             for entry in &entries {
                 if self.filters.matches(&entry.envelope) {
                     let id = entry.id.to_string();
-                    sse::event(&mut chunk, Some(&id), &String::from_utf8_lossy(&entry.envelope));
+                    sse::event(
+                        &mut chunk,
+                        Some(&id),
+                        &String::from_utf8_lossy(&entry.envelope),
+                    );
                     sent += 1;
                     last_sent = Some(entry.id);
                 }

@@ -16,7 +16,9 @@ pub struct Kafka {
 impl Kafka {
     pub fn start(topic: &str, partitions: i32) -> Kafka {
         let cluster = MockCluster::new(1).expect("mock cluster");
-        cluster.create_topic(topic, partitions, 1).expect("create topic");
+        cluster
+            .create_topic(topic, partitions, 1)
+            .expect("create topic");
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())
             .set("linger.ms", "2")
@@ -36,7 +38,8 @@ impl Kafka {
 
     /// Produces one record to a partition.
     pub fn send(&self, partition: i32, key: Option<&[u8]>, value: Option<&[u8]>) {
-        let mut record: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).partition(partition);
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.topic).partition(partition);
         if let Some(k) = key {
             record = record.key(k);
         }
@@ -50,7 +53,12 @@ impl Kafka {
                 Err((e, r)) => {
                     // Queue full: let the producer drain, then retry the same record.
                     assert!(
-                        matches!(e, rdkafka::error::KafkaError::MessageProduction(rdkafka::types::RDKafkaErrorCode::QueueFull)),
+                        matches!(
+                            e,
+                            rdkafka::error::KafkaError::MessageProduction(
+                                rdkafka::types::RDKafkaErrorCode::QueueFull
+                            )
+                        ),
                         "produce failed: {e}"
                     );
                     record = r;

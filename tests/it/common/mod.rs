@@ -6,6 +6,7 @@
 
 pub mod kafka;
 pub mod sidecar;
+pub mod sse_client;
 pub mod stream;
 
 use crm_events_host::redis_server::RedisServer;
@@ -31,8 +32,13 @@ impl App {
     }
 
     /// As [`App::start`], with an instance cap.
-    pub async fn start_with(redis: &RedisServer, vars: &[(&str, &str)], max_instances: usize) -> App {
-        let mut config = HostConfig::new(root().join("spin.toml")).variable("redis_host", redis.host_port());
+    pub async fn start_with(
+        redis: &RedisServer,
+        vars: &[(&str, &str)],
+        max_instances: usize,
+    ) -> App {
+        let mut config =
+            HostConfig::new(root().join("spin.toml")).variable("redis_host", redis.host_port());
         for (k, v) in vars {
             config = config.variable(k, *v);
         }

@@ -30,7 +30,7 @@ impl Sidecar {
         let mut cmd = Command::new(binary());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("RUST_LOG", "warn,crm_events_sidecar=info")
+            .env("RUST_LOG", "warn")
             .env("REDIS_URL", redis_url)
             .env("KAFKA_BROKERS", brokers)
             .env("KAFKA_TOPIC", topic)

@@ -37,7 +37,13 @@ pub fn wait_for(what: &str, timeout: Duration, mut check: impl FnMut() -> bool) 
 }
 
 /// Waits until every partition's watermark reached `last_offset[p]`.
-pub fn wait_for_watermarks(redis_url: &str, keys: &Keys, topic: &str, last_offsets: &[i64], timeout: Duration) {
+pub fn wait_for_watermarks(
+    redis_url: &str,
+    keys: &Keys,
+    topic: &str,
+    last_offsets: &[i64],
+    timeout: Duration,
+) {
     wait_for("the watermarks to reach the last offsets", timeout, || {
         let Ok(mut conn) = redis::Client::open(redis_url).and_then(|c| c.get_connection()) else {
             return false;
@@ -58,7 +64,11 @@ pub fn assert_exactly_once(entries: &[(String, Value)], per_partition: &[usize])
     for (id, e) in entries {
         let p = e["partition"].as_i64().unwrap() as usize;
         let o = e["offset"].as_i64().unwrap();
-        assert_eq!(o, next[p], "entry {id}: partition {p} offset {o}, expected {}", next[p]);
+        assert_eq!(
+            o, next[p],
+            "entry {id}: partition {p} offset {o}, expected {}",
+            next[p]
+        );
         next[p] += 1;
     }
     let got: Vec<usize> = next.iter().map(|n| *n as usize).collect();

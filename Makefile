@@ -1,0 +1,35 @@
+# crm-events: `make run` runs the whole thing, `make test` runs every test.
+CARGO ?= cargo
+COMPONENTS := crm-events-info crm-events-health crm-events-metrics crm-events-sse
+WASM_FLAGS := --release --target wasm32-wasip2 $(addprefix -p ,$(COMPONENTS))
+
+.PHONY: all setup components build test lint fmt run bench clean
+
+all: build
+
+setup: ## Install what a fresh Debian machine lacks (apt packages, wasm target).
+	./scripts/setup.sh
+
+components: ## The Spin components (.wasm), as spin.toml names them.
+	$(CARGO) build $(WASM_FLAGS)
+
+build: components ## Components, the sidecar and the test host.
+	$(CARGO) build --bins
+
+test: setup build ## Every test: unit, integration (real Redis, Kafka mock cluster, real .wasm).
+	$(CARGO) fmt --all -- --check
+	$(CARGO) test --no-fail-fast
+
+lint: ## rustfmt and clippy, native crates and components.
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy $(WASM_FLAGS) -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+run: setup build ## Redis, the sidecar (embedded Kafka unless KAFKA_BROKERS is set) and the app.
+	./scripts/run.sh
+
+clean:
+	$(CARGO) clean
