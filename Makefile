@@ -33,3 +33,8 @@ run: setup build ## Redis, the sidecar (embedded Kafka unless KAFKA_BROKERS is s
 
 clean:
 	$(CARGO) clean
+
+bench: setup components ## Relay throughput and SSE latency/fan-out (release build; see docs/benchmarks.md).
+	$(CARGO) build --release -p crm-events-sidecar -p crm-events-tests -p crm-events-bench
+	./target/release/crm-events-bench relay
+	./target/release/crm-events-bench sse

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::kafka::Kafka;
+use crm_events_host::mock_kafka::Kafka;
 use common::sidecar::Sidecar;
 use common::stream::{assert_exactly_once, entries, len, wait_for, wait_for_watermarks};
 use crm_events_contracts::keys::Keys;

@@ -3,9 +3,9 @@
 
 mod common;
 
-use common::kafka::Kafka;
+use crm_events_host::mock_kafka::Kafka;
 use common::sidecar::Sidecar;
-use common::sse_client::SseClient;
+use crm_events_host::sse_client::SseClient;
 use common::{client, App};
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};

@@ -13,9 +13,13 @@
 //! * [`runtime`]: the engine, compiled components, instances and the instance cap.
 //! * [`server`]: the HTTP/1.1 listener.
 //! * [`redis_server`]: starting a throwaway `redis-server` (tests and `make run`).
+//! * [`mock_kafka`]: librdkafka's mock cluster and a producer (tests and benchmarks).
+//! * [`sse_client`]: an SSE client on a WHATWG parser (tests and benchmarks).
 
 pub mod manifest;
+pub mod mock_kafka;
 pub mod redis_server;
+pub mod sse_client;
 pub mod runtime;
 pub mod server;
 pub mod spin_apis;

@@ -21,7 +21,7 @@ use spin_sdk::http_component;
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let header = |name: &str| {
         req.headers()
-            .get(&name.to_string())
+            .get(name)
             .first()
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };

@@ -1,12 +1,10 @@
 //! What the integration tests share: a real redis-server and the real components
-//! served by the test host on a loopback port; Kafka (mock cluster), the sidecar
-//! process and stream helpers in the submodules.
+//! served by the test host on a loopback port; the sidecar process and stream
+//! helpers in the submodules. Kafka and the SSE client live in the host crate.
 
 #![allow(dead_code)]
 
-pub mod kafka;
 pub mod sidecar;
-pub mod sse_client;
 pub mod stream;
 
 use crm_events_host::redis_server::RedisServer;

@@ -1,4 +1,4 @@
-//! Kafka for the tests: librdkafka's mock cluster (a real Kafka-protocol broker on
+//! Kafka for tests and benchmarks: librdkafka's mock cluster (a real Kafka-protocol broker on
 //! loopback, owned by the test process) and a producer.
 
 use rdkafka::config::ClientConfig;
@@ -15,13 +15,18 @@ pub struct Kafka {
 
 impl Kafka {
     pub fn start(topic: &str, partitions: i32) -> Kafka {
+        Self::start_with_linger(topic, partitions, 2)
+    }
+
+    /// As [`Kafka::start`], with the producer's `linger.ms` (0 for latency runs).
+    pub fn start_with_linger(topic: &str, partitions: i32, linger_ms: u32) -> Kafka {
         let cluster = MockCluster::new(1).expect("mock cluster");
         cluster
             .create_topic(topic, partitions, 1)
             .expect("create topic");
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())
-            .set("linger.ms", "2")
+            .set("linger.ms", linger_ms.to_string())
             .set("queue.buffering.max.messages", "1000000")
             .create()
             .expect("producer");

@@ -1,4 +1,4 @@
-//! An SSE client for the tests: `reqwest` for HTTP, `eventsource-stream` (a WHATWG
+//! An SSE client for tests and benchmarks: `reqwest` for HTTP, `eventsource-stream` (a WHATWG
 //! parser) for the events, and the raw text kept beside them for what a parser
 //! does not surface (comments, id-only frames).
 

@@ -1,0 +1,40 @@
+//! `crm-events-bench`: the numbers the docs quote, measured on this machine.
+//!
+//! * `relay`: sustained Kafka → Redis events/s of the sidecar, beside raw pipelined
+//!   `XADD` of the same envelopes into the same Redis (the ceiling), as a ratio.
+//! * `sse`: end-to-end latency Kafka produce → SSE client receive (p50/p99) at a
+//!   fixed rate with many clients, and fan-out: the most clients that each still get
+//!   every event, with the app's memory per client.
+//!
+//! Everything is real: a redis-server, librdkafka's mock cluster (a Kafka-protocol
+//! broker on loopback), the release sidecar and test host binaries, the `.wasm`
+//! components. Run it with `make bench`.
+
+mod procs;
+mod relay;
+mod sse;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "crm-events benchmarks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Relay throughput against raw pipelined XADD.
+    Relay(relay::Args),
+    /// SSE latency and fan-out.
+    Sse(sse::Args),
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::Relay(a) => relay::run(a).await,
+        Command::Sse(a) => sse::run(a).await,
+    }
+}

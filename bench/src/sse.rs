@@ -1,0 +1,207 @@
+//! SSE latency and fan-out, end to end: mock Kafka → release sidecar → Redis →
+//! `sse` component on the release test host (a child process, so its memory is its
+//! own) → SSE clients in this process.
+
+use crate::procs::{rss_bytes, spawn, until};
+use anyhow::{Context, Result};
+use crm_events_host::mock_kafka::Kafka;
+use crm_events_host::redis_server::{free_port, RedisServer};
+use crm_events_host::sse_client::SseClient;
+use std::time::Duration;
+
+const TOPIC: &str = "aetherlink.events";
+
+/// SSE benchmark settings.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Clients in the latency run.
+    #[arg(long, default_value_t = 100)]
+    clients: usize,
+    /// Events per second in the latency run.
+    #[arg(long, default_value_t = 1000)]
+    rate: u64,
+    /// Length of the latency run, seconds.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Client counts of the fan-out runs.
+    #[arg(long, value_delimiter = ',', default_value = "100,250,500,1000")]
+    fanout: Vec<usize>,
+    /// Events per fan-out run (sent at 100/s).
+    #[arg(long, default_value_t = 300)]
+    fanout_events: usize,
+}
+
+fn now_us() -> i64 {
+    (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
+}
+
+/// Produces `n` events at `rate`/s, each stamped with its send time.
+async fn produce(kafka: &Kafka, n: usize, rate: u64) {
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..n {
+        tick.tick().await;
+        let value = format!(
+            r#"{{"Type":"JobUpdated","TenantId":"tenant-{}","JobId":"job-{i}","Status":"InProgress","SentUs":{}}}"#,
+            i % 7,
+            now_us()
+        );
+        kafka.send((i % 3) as i32, Some(b"JobUpdated"), Some(value.as_bytes()));
+    }
+    kafka.flush();
+}
+
+/// Connects `n` clients and waits for each one's `connected` event.
+async fn connect(url: &str, n: usize) -> Vec<SseClient> {
+    let mut clients = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut c = SseClient::connect(url, &[]).await;
+        c.next(Duration::from_secs(30)).await.expect("connected event");
+        clients.push(c);
+    }
+    clients
+}
+
+/// Each client reads `n` events; returns per-client latencies (µs) and whether it
+/// got all of them with ids strictly increasing.
+async fn receive(clients: Vec<SseClient>, n: usize) -> Vec<(bool, Vec<i64>)> {
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .map(|mut c| {
+            tokio::spawn(async move {
+                let mut lat = Vec::with_capacity(n);
+                let mut last = String::new();
+                let mut ordered = true;
+                while lat.len() < n {
+                    let Some((id, e)) = c.next_json(Duration::from_secs(30)).await else {
+                        break;
+                    };
+                    if e["kind"] != "domain_event" {
+                        continue;
+                    }
+                    let parse = |s: &str| s.parse::<crm_events_contracts::stream_id::StreamId>().ok();
+                    ordered &= last.is_empty() || parse(&id) > parse(&last);
+                    last = id;
+                    lat.push(now_us() - e["value"]["SentUs"].as_i64().unwrap_or(0));
+                }
+                (ordered && lat.len() == n, lat)
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("client task"));
+    }
+    out
+}
+
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i] as f64 / 1000.0
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    let redis = RedisServer::start()?;
+    let kafka = Kafka::start_with_linger(TOPIC, 3, 0);
+    let sidecar_port = free_port()?;
+    let _sidecar = spawn(
+        "crm-events-sidecar",
+        &[],
+        &[
+            ("REDIS_URL", redis.url()),
+            ("KAFKA_BROKERS", kafka.brokers()),
+            ("KAFKA_TOPIC", TOPIC.to_string()),
+            ("HTTP_LISTEN", format!("127.0.0.1:{sidecar_port}")),
+        ],
+    )?;
+    let port = free_port()?;
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let max_instances = a.fanout.iter().copied().max().unwrap_or(0).max(a.clients) + 100;
+    let host = spawn(
+        "crm-events-host",
+        &[
+            "--manifest",
+            &format!("{root}/spin.toml"),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--variable",
+            &format!("redis_host={}", redis.host_port()),
+            "--variable",
+            "max_clients=0",
+            "--max-instances",
+            &max_instances.to_string(),
+            "--cache-dir",
+            &format!("{root}/target/crm-events-host-cache"),
+        ],
+        &[],
+    )?;
+    let http = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let ok = |url: String| {
+        let http = http.clone();
+        async move { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }
+    };
+    until("the app", Duration::from_secs(120), || ok(format!("{base}/healthz"))).await?;
+    until("the sidecar's assignment", Duration::from_secs(60), || {
+        ok(format!("http://127.0.0.1:{sidecar_port}/readyz"))
+    })
+    .await?;
+    let url = format!("{base}/crm-events");
+    let pid = host.0.id();
+
+    // Latency at a fixed rate.
+    let n = (a.rate * a.seconds) as usize;
+    let clients = connect(&url, a.clients).await;
+    let receiving = tokio::spawn(receive(clients, n));
+    produce(&kafka, n, a.rate).await;
+    let results = receiving.await.context("receivers")?;
+    let complete = results.iter().filter(|(ok, _)| *ok).count();
+    let mut all: Vec<i64> = results.into_iter().flat_map(|(_, l)| l).collect();
+    all.sort_unstable();
+    println!("## Latency: Kafka produce → SSE client, {} clients, {} events/s for {} s", a.clients, a.rate, a.seconds);
+    println!("| clients complete | events received | p50 ms | p99 ms | max ms |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    println!(
+        "| {complete}/{} | {} | {:.1} | {:.1} | {:.1} |",
+        a.clients,
+        all.len(),
+        percentile(&all, 0.50),
+        percentile(&all, 0.99),
+        percentile(&all, 1.0)
+    );
+
+    // Fan-out: how many clients still get every event, and what each costs.
+    println!("\n## Fan-out: {} events at 100/s to every client", a.fanout_events);
+    println!("| clients | got every event in order | app RSS MiB | RSS per client KiB | p99 ms |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    for &clients_n in &a.fanout {
+        until("streams of the last run to close", Duration::from_secs(60), || {
+            let http = http.clone();
+            let metrics = format!("{base}/metrics");
+            async move {
+                let Ok(r) = http.get(metrics).send().await else { return false };
+                r.text().await.is_ok_and(|t| t.lines().any(|l| l == "crm_events_sse_clients 0"))
+            }
+        })
+        .await?;
+        let before = rss_bytes(pid)?;
+        let clients = connect(&url, clients_n).await;
+        let after = rss_bytes(pid)?;
+        let receiving = tokio::spawn(receive(clients, a.fanout_events));
+        produce(&kafka, a.fanout_events, 100).await;
+        let results = receiving.await.context("receivers")?;
+        let complete = results.iter().filter(|(ok, _)| *ok).count();
+        let mut lat: Vec<i64> = results.into_iter().flat_map(|(_, l)| l).collect();
+        lat.sort_unstable();
+        println!(
+            "| {clients_n} | {complete}/{clients_n} | {:.0} | {:.0} | {:.1} |",
+            after as f64 / 1048576.0,
+            after.saturating_sub(before) as f64 / clients_n as f64 / 1024.0,
+            percentile(&lat, 0.99)
+        );
+    }
+    Ok(())
+}
