@@ -12,7 +12,10 @@ pub fn binary(name: &str) -> Result<PathBuf> {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
     let path = target.join("release").join(name);
     if !path.exists() {
-        bail!("{} is missing: run `make bench` (it builds the release binaries)", path.display());
+        bail!(
+            "{} is missing: run `make bench` (it builds the release binaries)",
+            path.display()
+        );
     }
     Ok(path)
 }
@@ -38,7 +41,9 @@ pub fn spawn(name: &str, args: &[&str], env: &[(&str, String)]) -> Result<Proc> 
     for (k, v) in env {
         cmd.env(k, v);
     }
-    Ok(Proc(cmd.spawn().with_context(|| format!("starting {name}"))?))
+    Ok(Proc(
+        cmd.spawn().with_context(|| format!("starting {name}"))?,
+    ))
 }
 
 /// Resident memory of a process, bytes.

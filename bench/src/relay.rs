@@ -21,6 +21,10 @@ pub struct Args {
     /// The sidecar's BATCH_MAX, and the baseline's pipeline size.
     #[arg(long, default_value_t = 500)]
     batch: usize,
+    /// Partitions of the topic. librdkafka's mock broker keeps at most 5 MB per
+    /// partition, so the backlog is spread wide enough that nothing is dropped.
+    #[arg(long, default_value_t = 24)]
+    partitions: i32,
     /// The stream length kept (both sides trim to it).
     #[arg(long, default_value_t = 100_000)]
     maxlen: u64,
@@ -28,7 +32,13 @@ pub struct Args {
 
 /// A realistic CRM event value (~250 bytes).
 pub fn crm_value(i: usize) -> String {
-    let kinds = ["JobCreated", "JobUpdated", "ContactUpdated", "AccountUpdated", "JobDeleted"];
+    let kinds = [
+        "JobCreated",
+        "JobUpdated",
+        "ContactUpdated",
+        "AccountUpdated",
+        "JobDeleted",
+    ];
     format!(
         r#"{{"Type":"{}","TenantId":"tenant-{}","JobId":"job-{i:08}","Title":"Replace boiler at site {}","Status":"Scheduled","AssignedTo":"tech-{}","Priority":"high","Ts":"2026-11-23T10:00:00.000Z","Source":"crm-api","Version":3}}"#,
         kinds[i % kinds.len()],
@@ -40,14 +50,19 @@ pub fn crm_value(i: usize) -> String {
 
 pub async fn run(a: Args) -> Result<()> {
     let redis = RedisServer::start()?;
-    let kafka = Kafka::start(TOPIC, 3);
+    let kafka = Kafka::start(TOPIC, a.partitions);
+    let parts = a.partitions as usize;
     let keys = Keys::default();
     let values: Vec<String> = (0..a.events).map(crm_value).collect();
 
     let t = Instant::now();
     for (i, v) in values.iter().enumerate() {
         let kind = v.split('"').nth(3).unwrap_or("JobCreated");
-        kafka.send((i % 3) as i32, Some(kind.as_bytes()), Some(v.as_bytes()));
+        kafka.send(
+            (i % parts) as i32,
+            Some(kind.as_bytes()),
+            Some(v.as_bytes()),
+        );
     }
     kafka.flush();
     eprintln!("produced {} events in {:?}", a.events, t.elapsed());
@@ -60,8 +75,8 @@ pub async fn run(a: Args) -> Result<()> {
             Envelope::from_record(
                 RawRecord {
                     topic: TOPIC,
-                    partition: (i % 3) as i32,
-                    offset: (i / 3) as i64,
+                    partition: (i % parts) as i32,
+                    offset: (i / parts) as i64,
                     timestamp: Some(1_795_000_000_000),
                     key: Some(b"JobCreated"),
                     value: Some(v.as_bytes()),
@@ -73,7 +88,11 @@ pub async fn run(a: Args) -> Result<()> {
         })
         .collect();
     let client = redis::Client::open(redis.url())?;
-    let mut conn = client.get_multiplexed_async_connection().await?;
+    // No response timeout: the final check reads the whole stream in one reply.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
     let t = Instant::now();
     for chunk in envelopes.chunks(a.batch) {
         let mut pipe = redis::pipe();
@@ -92,10 +111,17 @@ pub async fn run(a: Args) -> Result<()> {
     }
     let raw_secs = t.elapsed().as_secs_f64();
     let raw_rate = a.events as f64 / raw_secs;
-    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await?;
+    let () = redis::cmd("FLUSHALL")
+        .arg("ASYNC")
+        .query_async(&mut conn)
+        .await?;
+
+    // What Kafka alone gives: a bare StreamConsumer draining the same backlog.
+    let consume_rate = consume_only(&kafka.brokers(), a.events).await?;
 
     // The relay: the release sidecar drains the backlog.
-    let _sidecar = spawn(
+    let metrics_port = crm_events_host::redis_server::free_port()?;
+    let sidecar = spawn(
         "crm-events-sidecar",
         &[],
         &[
@@ -104,7 +130,7 @@ pub async fn run(a: Args) -> Result<()> {
             ("KAFKA_TOPIC", TOPIC.to_string()),
             ("BATCH_MAX", a.batch.to_string()),
             ("STREAM_MAXLEN", a.maxlen.to_string()),
-            ("HTTP_LISTEN", "127.0.0.1:0".to_string()),
+            ("HTTP_LISTEN", format!("127.0.0.1:{metrics_port}")),
         ],
     )?;
     let written = |mut conn: redis::aio::MultiplexedConnection| async move {
@@ -122,22 +148,147 @@ pub async fn run(a: Args) -> Result<()> {
     .await?;
     let t = Instant::now();
     let first = written(conn.clone()).await;
-    until("the relay to drain the backlog", Duration::from_secs(600), || {
-        let c = conn.clone();
-        let n = a.events;
-        async move { written(c).await >= n }
-    })
+    until(
+        "the relay to drain the backlog",
+        Duration::from_secs(600),
+        || {
+            let c = conn.clone();
+            let n = a.events;
+            async move { written(c).await >= n }
+        },
+    )
     .await?;
     let relay_secs = t.elapsed().as_secs_f64();
+
+    // The run only counts if the retained stream is contiguous per partition.
+    let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+        .arg(keys.stream())
+        .arg("-")
+        .arg("+")
+        .query_async(&mut conn)
+        .await?;
+    let mut last = vec![None::<i64>; parts];
+    for (id, fields) in &entries {
+        let e: serde_json::Value = serde_json::from_str(&fields[0].1)?;
+        let p = e["partition"].as_u64().unwrap_or(0) as usize;
+        let o = e["offset"].as_i64().unwrap_or(-1);
+        if let Some(prev) = last[p] {
+            anyhow::ensure!(
+                o == prev + 1,
+                "entry {id}: partition {p} offset {o} after {prev}"
+            );
+        }
+        last[p] = Some(o);
+    }
+    let added: redis::Value = redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(keys.stream())
+        .query_async(&mut conn)
+        .await?;
+    let added = crm_events_contracts::reply::Reply::Int(entries_added(&added));
+    anyhow::ensure!(
+        added.as_int() == Some(a.events as i64),
+        "the relay added {added:?} entries, not {}",
+        a.events
+    );
+    eprintln!(
+        "checked: {} entries added, the {} retained contiguous per partition",
+        a.events,
+        entries.len()
+    );
     let relay_rate = (a.events - first) as f64 / relay_secs;
 
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await?
+        .text()
+        .await?;
+    let sample = |name: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let write_secs = sample("crm_events_sidecar_redis_write_seconds_sum");
+    let batches = sample("crm_events_sidecar_redis_write_seconds_count");
+    eprintln!("time inside Redis writes: {write_secs:.2} s over {batches} batches");
+    eprintln!(
+        "sidecar CPU: {:.2} s; redis-server CPU: {:.2} s",
+        cpu_seconds(sidecar.0.id()),
+        cpu_seconds(redis.pid())
+    );
     println!("| measure | events | seconds | events/s |");
     println!("| --- | ---: | ---: | ---: |");
-    println!("| raw pipelined XADD (ceiling) | {} | {raw_secs:.2} | {raw_rate:.0} |", a.events);
+    println!(
+        "| raw pipelined XADD (ceiling) | {} | {raw_secs:.2} | {raw_rate:.0} |",
+        a.events
+    );
     println!(
         "| sidecar Kafka → Redis | {} | {relay_secs:.2} | {relay_rate:.0} |",
         a.events - first
     );
+    println!(
+        "| Kafka consume only, no Redis (the broker's pace) | {} | | {consume_rate:.0} |",
+        a.events
+    );
     println!("\nrelay / ceiling = {:.0}%", 100.0 * relay_rate / raw_rate);
+    println!(
+        "relay / consume-only = {:.0}%",
+        100.0 * relay_rate / consume_rate
+    );
     Ok(())
+}
+
+/// `entries-added` of an `XINFO STREAM` reply.
+fn entries_added(info: &redis::Value) -> i64 {
+    let redis::Value::Array(items) = info else {
+        return -1;
+    };
+    items
+        .chunks(2)
+        .find(|kv| matches!(&kv[0], redis::Value::BulkString(k) if k == b"entries-added"))
+        .and_then(|kv| match kv.get(1) {
+            Some(redis::Value::Int(n)) => Some(*n),
+            _ => None,
+        })
+        .unwrap_or(-1)
+}
+
+/// Events/s of a consumer that only receives (a group of its own, from earliest).
+async fn consume_only(brokers: &str, events: usize) -> Result<f64> {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-consume-only")
+        .set("auto.offset.reset", "earliest")
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("enable.partition.eof", "false")
+        .set("statistics.interval.ms", "5000")
+        .create()?;
+    consumer.subscribe(&[TOPIC])?;
+    consumer.recv().await?;
+    let t = Instant::now();
+    for _ in 1..events {
+        consumer.recv().await?;
+    }
+    Ok((events - 1) as f64 / t.elapsed().as_secs_f64())
+}
+
+/// User + system CPU time of a process, seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (ticks(11) + ticks(12)) / 100.0
 }

@@ -56,7 +56,9 @@ async fn connect(url: &str, n: usize) -> Vec<SseClient> {
     let mut clients = Vec::with_capacity(n);
     for _ in 0..n {
         let mut c = SseClient::connect(url, &[]).await;
-        c.next(Duration::from_secs(30)).await.expect("connected event");
+        c.next(Duration::from_secs(30))
+            .await
+            .expect("connected event");
         clients.push(c);
     }
     clients
@@ -79,7 +81,8 @@ async fn receive(clients: Vec<SseClient>, n: usize) -> Vec<(bool, Vec<i64>)> {
                     if e["kind"] != "domain_event" {
                         continue;
                     }
-                    let parse = |s: &str| s.parse::<crm_events_contracts::stream_id::StreamId>().ok();
+                    let parse =
+                        |s: &str| s.parse::<crm_events_contracts::stream_id::StreamId>().ok();
                     ordered &= last.is_empty() || parse(&id) > parse(&last);
                     last = id;
                     lat.push(now_us() - e["value"]["SentUs"].as_i64().unwrap_or(0));
@@ -142,9 +145,17 @@ pub async fn run(a: Args) -> Result<()> {
     let base = format!("http://127.0.0.1:{port}");
     let ok = |url: String| {
         let http = http.clone();
-        async move { http.get(url).send().await.is_ok_and(|r| r.status().is_success()) }
+        async move {
+            http.get(url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        }
     };
-    until("the app", Duration::from_secs(120), || ok(format!("{base}/healthz"))).await?;
+    until("the app", Duration::from_secs(120), || {
+        ok(format!("{base}/healthz"))
+    })
+    .await?;
     until("the sidecar's assignment", Duration::from_secs(60), || {
         ok(format!("http://127.0.0.1:{sidecar_port}/readyz"))
     })
@@ -161,7 +172,10 @@ pub async fn run(a: Args) -> Result<()> {
     let complete = results.iter().filter(|(ok, _)| *ok).count();
     let mut all: Vec<i64> = results.into_iter().flat_map(|(_, l)| l).collect();
     all.sort_unstable();
-    println!("## Latency: Kafka produce → SSE client, {} clients, {} events/s for {} s", a.clients, a.rate, a.seconds);
+    println!(
+        "## Latency: Kafka produce → SSE client, {} clients, {} events/s for {} s",
+        a.clients, a.rate, a.seconds
+    );
     println!("| clients complete | events received | p50 ms | p99 ms | max ms |");
     println!("| ---: | ---: | ---: | ---: | ---: |");
     println!(
@@ -174,18 +188,29 @@ pub async fn run(a: Args) -> Result<()> {
     );
 
     // Fan-out: how many clients still get every event, and what each costs.
-    println!("\n## Fan-out: {} events at 100/s to every client", a.fanout_events);
+    println!(
+        "\n## Fan-out: {} events at 100/s to every client",
+        a.fanout_events
+    );
     println!("| clients | got every event in order | app RSS MiB | RSS per client KiB | p99 ms |");
     println!("| ---: | ---: | ---: | ---: | ---: |");
     for &clients_n in &a.fanout {
-        until("streams of the last run to close", Duration::from_secs(60), || {
-            let http = http.clone();
-            let metrics = format!("{base}/metrics");
-            async move {
-                let Ok(r) = http.get(metrics).send().await else { return false };
-                r.text().await.is_ok_and(|t| t.lines().any(|l| l == "crm_events_sse_clients 0"))
-            }
-        })
+        until(
+            "streams of the last run to close",
+            Duration::from_secs(60),
+            || {
+                let http = http.clone();
+                let metrics = format!("{base}/metrics");
+                async move {
+                    let Ok(r) = http.get(metrics).send().await else {
+                        return false;
+                    };
+                    r.text()
+                        .await
+                        .is_ok_and(|t| t.lines().any(|l| l == "crm_events_sse_clients 0"))
+                }
+            },
+        )
         .await?;
         let before = rss_bytes(pid)?;
         let clients = connect(&url, clients_n).await;

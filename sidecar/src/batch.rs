@@ -1,6 +1,6 @@
 //! Records become envelopes, envelopes become batches.
 
-use crm_events_contracts::envelope::{Envelope, RawRecord};
+use crm_events_contracts::envelope::{encode_record, RawRecord};
 use crm_events_contracts::keys::Keys;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::BTreeMap;
@@ -26,7 +26,7 @@ impl Event {
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
             .unwrap_or_default();
         let timestamp = msg.timestamp().to_millis();
-        let envelope = Envelope::from_record(
+        let envelope = encode_record(
             RawRecord {
                 topic: msg.topic(),
                 partition: msg.partition(),
@@ -42,7 +42,7 @@ impl Event {
             partition: msg.partition(),
             offset: msg.offset(),
             timestamp,
-            envelope: envelope.to_json(),
+            envelope,
         }
     }
 }

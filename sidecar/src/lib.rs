@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! Kafka ──► consumer (batches of BATCH_MAX or BATCH_LINGER_MS) ──► writer ──► Redis
-//!                                                        one atomic script per batch:
+//!                                                        one MULTI/EXEC per batch:
 //!                                                        XADD each envelope, HSET the
 //!                                                        partition watermarks, PUBLISH
 //!           ◄── commit offsets only after Redis has the batch ──┘
@@ -13,7 +13,7 @@
 //! * [`consumer`]: the rdkafka consumer and its rebalance handling (seek to the
 //!   Redis watermark on assignment).
 //! * [`batch`]: turning records into envelopes and batches.
-//! * [`writer`]: the atomic, idempotent batch write with retry and backoff.
+//! * [`writer`]: the atomic, idempotent batch write (WATCH + MULTI/EXEC) with retry.
 //! * [`relay`]: the pipeline that ties them together, and graceful shutdown.
 //! * [`telemetry`]: Prometheus metrics, the heartbeat and the metrics mirror in Redis.
 //! * [`http`]: the sidecar's own `/healthz`, `/readyz` and `/metrics`.

@@ -67,9 +67,11 @@ pub async fn run(
 
     let give_up_at: Arc<Mutex<Option<Instant>>> = Arc::default();
     let (tx, rx) = mpsc::channel::<Batch>(2);
+    // The writer's own connection: WATCH is per connection.
+    let writer_conn = writer::connect(&config.redis_url, None).await?;
     let writer_task = tokio::spawn(write_loop(
         rx,
-        conn.clone(),
+        writer_conn,
         consumer.clone(),
         Writer::new(keys.clone(), &config.kafka_topic, config.stream_maxlen),
         config.kafka_topic.clone(),
@@ -157,7 +159,7 @@ async fn write_loop(
     mut rx: mpsc::Receiver<Batch>,
     mut conn: ConnectionManager,
     consumer: Arc<RelayConsumer>,
-    writer: Writer,
+    mut writer: Writer,
     topic: String,
     telemetry: Arc<Telemetry>,
     give_up_at: Arc<Mutex<Option<Instant>>>,

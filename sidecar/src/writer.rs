@@ -1,78 +1,32 @@
 //! Writing a batch to Redis: atomic, idempotent, retried until it lands.
 //!
-//! One Lua script per batch does, atomically: for each event whose offset is above
-//! its partition's watermark, `XADD`; then `HSET` the new watermarks; then `PUBLISH`
-//! the written envelopes as one JSON array; and, once the stream is 1% over
-//! `STREAM_MAXLEN`, trims it back and records the newest trimmed id. An event at or
-//! below the watermark is already in the stream and is skipped, so re-delivery from
-//! Kafka (a crash before the offset commit, a rebalance, a retried write whose reply
-//! was lost) never duplicates an entry. That is the exactly-once guarantee: the
-//! watermark moves in the same transaction as the events.
+//! One `MULTI`/`EXEC` per batch holds the `XADD` of every new event, the `HSET` of
+//! the new partition watermarks and the `PUBLISH` of the batch, so the stream and the
+//! watermark can never disagree. Before it, the writer `WATCH`es the watermark hash
+//! and reads it: events at or below their partition's watermark are already in the
+//! stream and are left out, so re-delivery from Kafka (a crash before the offset
+//! commit, a rebalance, a retried write whose reply was lost) never duplicates an
+//! entry. If another writer moves a watermark in between (two sidecars during a
+//! rebalance), `EXEC` is refused and the writer reads again. That is the
+//! exactly-once guarantee, at native command speed.
 //!
-//! DESIGN.md names MULTI/EXEC; a script is the same single atomic step and also lets
-//! the write check the watermark, which MULTI/EXEC cannot do without a WATCH round trip.
+//! Trimming keeps `STREAM_MAXLEN` entries once the stream is 1% over it, exactly, and
+//! records the newest trimmed id (Redis does not move `max-deleted-entry-id` on
+//! trims): a client resuming before it is told about the gap. The writer remembers
+//! the ids it added, so a trim costs one `XTRIM MINID`; only after a restart, before
+//! it has written `STREAM_MAXLEN` entries itself, does it read the old ids back.
 
 use crate::batch::Batch;
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use redis::aio::ConnectionManager;
+use redis::Value;
+use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
-
-/// KEYS: stream, offsets hash, channel, trim marker. ARGV: maxlen (0 = none),
-/// trim slack, field, then (watermark field, offset, envelope) per event.
-/// Returns the number written.
-const WRITE_BATCH: &str = r#"
-local maxlen = tonumber(ARGV[1])
-local slack = tonumber(ARGV[2])
-local field = ARGV[3]
-local marks = {}
-local changed = {}
-local written = {}
-for i = 4, #ARGV, 3 do
-  local pf = ARGV[i]
-  local offset = tonumber(ARGV[i + 1])
-  local mark = marks[pf]
-  if mark == nil then
-    mark = tonumber(redis.call('HGET', KEYS[2], pf) or '-1')
-  end
-  if offset > mark then
-    redis.call('XADD', KEYS[1], '*', field, ARGV[i + 2])
-    mark = offset
-    changed[pf] = true
-    written[#written + 1] = ARGV[i + 2]
-  end
-  marks[pf] = mark
-end
-for pf, _ in pairs(changed) do
-  redis.call('HSET', KEYS[2], pf, marks[pf])
-end
-if #written > 0 then
-  redis.call('PUBLISH', KEYS[3], '[' .. table.concat(written, ',') .. ']')
-end
--- Trim to exactly maxlen once it is exceeded by the slack, and record the newest
--- trimmed id: clients resuming before it get a gap event.
-if maxlen > 0 then
-  local len = redis.call('XLEN', KEYS[1])
-  if len > maxlen + slack then
-    local old = redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - maxlen)
-    redis.call('XTRIM', KEYS[1], 'MAXLEN', maxlen)
-    redis.call('SET', KEYS[4], old[#old][1])
-  end
-end
-return #written
-"#;
 
 /// How far past `maxlen` the stream may grow before it is trimmed back (1%), so the
 /// trim runs once per that many events rather than on every batch.
 pub fn trim_slack(maxlen: u64) -> u64 {
     (maxlen / 100).max(1)
-}
-
-/// Writes batches for one topic and key prefix.
-pub struct Writer {
-    script: redis::Script,
-    keys: Keys,
-    topic: String,
-    maxlen: u64,
 }
 
 /// Retry delays: 100 ms doubling to 5 s.
@@ -98,41 +52,188 @@ impl Backoff {
     }
 }
 
+/// Writes batches for one topic and key prefix. Give it a connection of its own:
+/// `WATCH` is per connection.
+pub struct Writer {
+    keys: Keys,
+    topic: String,
+    maxlen: u64,
+    /// Ids this writer added, oldest first (at most `maxlen + slack`).
+    recent: VecDeque<String>,
+}
+
 impl Writer {
-    /// A writer for `topic` under `keys`.
+    /// A writer for `topic` under `keys`; `maxlen` 0 keeps everything.
     pub fn new(keys: Keys, topic: &str, maxlen: u64) -> Self {
         Self {
-            script: redis::Script::new(WRITE_BATCH),
             keys,
             topic: topic.to_string(),
             maxlen,
+            recent: VecDeque::new(),
         }
     }
 
     /// One attempt; returns how many events were new to the stream.
     pub async fn write_once(
-        &self,
+        &mut self,
         conn: &mut ConnectionManager,
         batch: &Batch,
     ) -> redis::RedisResult<u64> {
-        let mut inv = self.script.prepare_invoke();
-        inv.key(self.keys.stream())
-            .key(self.keys.offsets())
-            .key(self.keys.channel())
-            .key(self.keys.stream_trimmed())
-            .arg(self.maxlen)
-            .arg(trim_slack(self.maxlen))
-            .arg(ENVELOPE_FIELD);
-        for [field, offset, envelope] in batch.script_args(&self.topic) {
-            inv.arg(field).arg(offset).arg(envelope);
+        let offsets_key = self.keys.offsets();
+        let partitions: Vec<i32> = batch.last_offsets().into_keys().collect();
+        let fields: Vec<String> = partitions
+            .iter()
+            .map(|p| Keys::offsets_field(&self.topic, *p))
+            .collect();
+        loop {
+            let () = redis::cmd("WATCH")
+                .arg(&offsets_key)
+                .query_async(conn)
+                .await?;
+            let marks: Vec<Option<i64>> = redis::cmd("HMGET")
+                .arg(&offsets_key)
+                .arg(&fields)
+                .query_async(conn)
+                .await?;
+            let marks: BTreeMap<i32, i64> = partitions
+                .iter()
+                .copied()
+                .zip(marks.into_iter().map(|m| m.unwrap_or(-1)))
+                .collect();
+            let fresh: Vec<&crate::batch::Event> = batch
+                .events
+                .iter()
+                .filter(|e| e.offset > marks.get(&e.partition).copied().unwrap_or(-1))
+                .collect();
+            if fresh.is_empty() {
+                let () = redis::cmd("UNWATCH").query_async(conn).await?;
+                return Ok(0);
+            }
+            let mut tx = redis::pipe();
+            tx.atomic();
+            let stream = self.keys.stream();
+            for e in &fresh {
+                tx.cmd("XADD")
+                    .arg(&stream)
+                    .arg("*")
+                    .arg(ENVELOPE_FIELD)
+                    .arg(&e.envelope);
+            }
+            let mut new_marks = marks.clone();
+            for e in &fresh {
+                new_marks.insert(e.partition, e.offset);
+            }
+            let pairs: Vec<(String, i64)> = new_marks
+                .iter()
+                .filter(|(p, m)| marks.get(p) != Some(m))
+                .map(|(p, m)| (Keys::offsets_field(&self.topic, *p), *m))
+                .collect();
+            tx.hset_multiple(&offsets_key, &pairs).ignore();
+            let mut payload = String::with_capacity(
+                fresh.iter().map(|e| e.envelope.len() + 1).sum::<usize>() + 2,
+            );
+            payload.push('[');
+            for (i, e) in fresh.iter().enumerate() {
+                if i > 0 {
+                    payload.push(',');
+                }
+                payload.push_str(&e.envelope);
+            }
+            payload.push(']');
+            tx.publish(self.keys.channel(), payload).ignore();
+            tx.xlen(&stream);
+            match tx.query_async::<Value>(conn).await? {
+                // Another writer moved a watermark: read them again.
+                Value::Nil => continue,
+                Value::Array(results) => {
+                    let (len, ids) = results
+                        .split_last()
+                        .map(|(l, i)| (l, i))
+                        .unwrap_or((&Value::Nil, &[]));
+                    for id in ids {
+                        if let Value::BulkString(b) = id {
+                            self.remember(String::from_utf8_lossy(b).into_owned());
+                        }
+                    }
+                    if let Value::Int(len) = len {
+                        self.trim_if_due(conn, *len as u64).await?;
+                    }
+                    return Ok(fresh.len() as u64);
+                }
+                other => {
+                    return Err(redis::RedisError::from((
+                        redis::ErrorKind::UnexpectedReturnType,
+                        "EXEC reply",
+                        format!("{other:?}"),
+                    )))
+                }
+            }
         }
-        inv.invoke_async(conn).await
+    }
+
+    fn remember(&mut self, id: String) {
+        if self.maxlen == 0 {
+            return;
+        }
+        self.recent.push_back(id);
+        let cap = (self.maxlen + trim_slack(self.maxlen)) as usize;
+        while self.recent.len() > cap {
+            self.recent.pop_front();
+        }
+    }
+
+    /// Trims the stream back to `maxlen` once it is `slack` over, recording the
+    /// newest trimmed id.
+    async fn trim_if_due(
+        &mut self,
+        conn: &mut ConnectionManager,
+        len: u64,
+    ) -> redis::RedisResult<()> {
+        if self.maxlen == 0 || len <= self.maxlen + trim_slack(self.maxlen) {
+            return Ok(());
+        }
+        let maxlen = self.maxlen as usize;
+        let (first_kept, last_trimmed) = if self.recent.len() > maxlen {
+            // Everything older than the maxlen-th newest id we wrote goes.
+            let cut = self.recent.len() - maxlen;
+            (self.recent[cut].clone(), self.recent[cut - 1].clone())
+        } else {
+            // After a restart: read the ids of the oldest entries back.
+            let excess = (len - self.maxlen) as usize;
+            let old: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
+                .arg(self.keys.stream())
+                .arg("-")
+                .arg("+")
+                .arg("COUNT")
+                .arg(excess + 1)
+                .query_async(conn)
+                .await?;
+            if old.len() < excess + 1 {
+                return Ok(());
+            }
+            (old[excess].0.clone(), old[excess - 1].0.clone())
+        };
+        let mut tx = redis::pipe();
+        tx.atomic()
+            .cmd("XTRIM")
+            .arg(self.keys.stream())
+            .arg("MINID")
+            .arg("=")
+            .arg(&first_kept)
+            .ignore()
+            .set(self.keys.stream_trimmed(), &last_trimmed)
+            .ignore();
+        let () = tx.query_async(conn).await?;
+        while self.recent.front().is_some_and(|id| *id != first_kept) {
+            self.recent.pop_front();
+        }
+        Ok(())
     }
 
     /// Writes until it succeeds or `give_up_at` passes; calls `on_error` for every
     /// failed attempt. Returns `(written, latency of the successful attempt)`.
     pub async fn write(
-        &self,
+        &mut self,
         conn: &mut ConnectionManager,
         batch: &Batch,
         give_up_at: impl Fn() -> Option<Instant>,
@@ -191,5 +292,18 @@ mod tests {
         let mut b = Backoff::default();
         let delays: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    }
+
+    #[test]
+    fn remembers_at_most_maxlen_plus_slack_ids() {
+        let mut w = Writer::new(Keys::default(), "t", 200);
+        for i in 0..1000 {
+            w.remember(format!("{i}-0"));
+        }
+        assert_eq!(w.recent.len(), 202);
+        assert_eq!(w.recent.back().unwrap(), "999-0");
+        let mut none = Writer::new(Keys::default(), "t", 0);
+        none.remember("1-0".into());
+        assert!(none.recent.is_empty());
     }
 }

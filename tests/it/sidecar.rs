@@ -4,10 +4,10 @@
 
 mod common;
 
-use crm_events_host::mock_kafka::Kafka;
 use common::sidecar::Sidecar;
 use common::stream::{assert_exactly_once, entries, len, wait_for, wait_for_watermarks};
 use crm_events_contracts::keys::Keys;
+use crm_events_host::mock_kafka::Kafka;
 use crm_events_host::redis_server::RedisServer;
 use std::time::Duration;
 

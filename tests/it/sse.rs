@@ -3,13 +3,13 @@
 
 mod common;
 
-use crm_events_host::mock_kafka::Kafka;
 use common::sidecar::Sidecar;
-use crm_events_host::sse_client::SseClient;
 use common::{client, App};
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
+use crm_events_host::mock_kafka::Kafka;
 use crm_events_host::redis_server::RedisServer;
+use crm_events_host::sse_client::SseClient;
 use serde_json::Value;
 use std::time::Duration;
 

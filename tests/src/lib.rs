@@ -19,9 +19,9 @@
 pub mod manifest;
 pub mod mock_kafka;
 pub mod redis_server;
-pub mod sse_client;
 pub mod runtime;
 pub mod server;
 pub mod spin_apis;
+pub mod sse_client;
 
 pub use runtime::{Host, HostConfig};
