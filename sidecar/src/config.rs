@@ -83,6 +83,9 @@ impl RelayConfig {
             // stays bounded by queued.max.messages.kbytes (64 MiB by default). With
             // librdkafka's default of 100000 the relay ran at a third of this speed.
             ("queued.min.messages".to_string(), "1000000".to_string()),
+            // An idle fetch returns after at most 10 ms, so a new event waits for no
+            // fetch cycle (brokers that answer early make this moot; the rest don't).
+            ("fetch.wait.max.ms".to_string(), "10".to_string()),
             (
                 "statistics.interval.ms".to_string(),
                 self.kafka_stats_interval_ms.to_string(),

@@ -16,12 +16,14 @@
 //! * [`writer`]: the atomic, idempotent batch write (WATCH + MULTI/EXEC) with retry.
 //! * [`relay`]: the pipeline that ties them together, and graceful shutdown.
 //! * [`telemetry`]: Prometheus metrics, the heartbeat and the metrics mirror in Redis.
+//! * [`demo`]: the embedded broker and demo producer of `make run`, and `produce`.
 //! * [`http`]: the sidecar's own `/healthz`, `/readyz` and `/metrics`.
 //! * [`logging`]: `tracing` setup (`LOG_FORMAT=json` for JSON lines).
 
 pub mod batch;
 pub mod config;
 pub mod consumer;
+pub mod demo;
 pub mod http;
 pub mod logging;
 pub mod relay;

@@ -1,12 +1,19 @@
 //! `crm-events-sidecar`: relay the CRM's Kafka topic into Redis for crm-events.
 //!
-//! `crm-events-sidecar` (or `crm-events-sidecar run`) relays until SIGTERM/SIGINT.
+//! * `crm-events-sidecar` (or `… run`) relays until SIGTERM/SIGINT; with
+//!   `--embedded-kafka` it first starts an in-memory Kafka-protocol broker with the
+//!   topic and a demo producer (what `make run` does when no Kafka is given).
+//! * `crm-events-sidecar produce '{"Type":"JobCreated",…}'` publishes one event
+//!   (the argument, or standard input).
+//!
 //! Every flag has an environment variable; `--help` lists them.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use crm_events_sidecar::config::RelayConfig;
+use crm_events_sidecar::demo;
 use crm_events_sidecar::telemetry::Telemetry;
+use std::io::Read;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
@@ -25,6 +32,8 @@ struct Cli {
 enum Command {
     /// Relay Kafka to Redis (the default).
     Run(RunArgs),
+    /// Publish one event to a topic (for docs and troubleshooting).
+    Produce(ProduceArgs),
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -34,6 +43,43 @@ struct RunArgs {
     /// Address of the sidecar's /healthz, /readyz and /metrics.
     #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9090")]
     http_listen: String,
+    /// Start an in-memory Kafka-protocol broker with the topic (3 partitions) and a
+    /// demo producer, and relay from it; KAFKA_BROKERS is ignored.
+    #[arg(long, env = "EMBEDDED_KAFKA", default_value_t = false)]
+    embedded_kafka: bool,
+    /// Demo events per second with --embedded-kafka (0: no demo producer).
+    #[arg(long, env = "DEMO_RATE", default_value_t = 5)]
+    demo_rate: u32,
+}
+
+#[derive(clap::Args, Debug)]
+struct ProduceArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long, env = "KAFKA_BROKERS", default_value = "kafka:9092")]
+    kafka_brokers: String,
+    /// Topic.
+    #[arg(long, env = "KAFKA_TOPIC", default_value = "aetherlink.events")]
+    kafka_topic: String,
+    /// Record key (default: the event's "Type").
+    #[arg(long)]
+    key: Option<String>,
+    /// Partition (default: by key).
+    #[arg(long)]
+    partition: Option<i32>,
+    /// Send the value as given, without checking that it is JSON.
+    #[arg(long)]
+    raw: bool,
+    /// Extra librdkafka property, key=value (repeatable).
+    #[arg(long = "kafka-config", value_parser = parse_property)]
+    kafka_config: Vec<(String, String)>,
+    /// The event JSON; read from standard input when absent.
+    value: Option<String>,
+}
+
+fn parse_property(s: &str) -> Result<(String, String), String> {
+    s.split_once('=')
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 #[tokio::main]
@@ -43,19 +89,78 @@ async fn main() -> Result<()> {
     match cli.command {
         None => run(cli.run).await,
         Some(Command::Run(args)) => run(args).await,
+        Some(Command::Produce(args)) => produce(args).await,
     }
 }
 
-async fn run(args: RunArgs) -> Result<()> {
+async fn run(mut args: RunArgs) -> Result<()> {
     let telemetry = Arc::new(Telemetry::new());
-    let listener = tokio::net::TcpListener::bind(&args.http_listen).await?;
+    let listener = tokio::net::TcpListener::bind(&args.http_listen)
+        .await
+        .with_context(|| format!("binding HTTP_LISTEN {}", args.http_listen))?;
     tracing::info!(listen = %listener.local_addr()?, "sidecar HTTP (healthz, readyz, metrics)");
     tokio::spawn(crm_events_sidecar::http::serve(listener, telemetry.clone()));
+
+    // The embedded broker must outlive the relay.
+    let _embedded = if args.embedded_kafka {
+        let kafka = demo::EmbeddedKafka::start(&args.relay.kafka_topic, 3)?;
+        args.relay.kafka_brokers = kafka.brokers();
+        tracing::info!(brokers = %kafka.brokers(), topic = %args.relay.kafka_topic, "embedded Kafka broker started");
+        if args.demo_rate > 0 {
+            let producer = demo::producer(&kafka.brokers(), &[])?;
+            tokio::spawn(demo::run_demo_producer(
+                producer,
+                args.relay.kafka_topic.clone(),
+                args.demo_rate,
+            ));
+            tracing::info!(rate = args.demo_rate, "demo producer started");
+        }
+        Some(kafka)
+    } else {
+        None
+    };
+
     let result = crm_events_sidecar::relay::run(args.relay, telemetry, shutdown_signal()).await;
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "sidecar stopped with an error");
     }
     result
+}
+
+async fn produce(args: ProduceArgs) -> Result<()> {
+    let value = match args.value {
+        Some(v) => v,
+        None => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the event from stdin")?;
+            s
+        }
+    };
+    let key = match (&args.key, args.raw) {
+        (Some(k), _) => Some(k.clone()),
+        (None, true) => None,
+        (None, false) => {
+            let v: serde_json::Value = serde_json::from_str(&value)
+                .context("the event is not JSON (use --raw to send it anyway)")?;
+            v.get("Type").and_then(|t| t.as_str()).map(str::to_string)
+        }
+    };
+    let producer = demo::producer(&args.kafka_brokers, &args.kafka_config)?;
+    let (partition, offset) = demo::produce_one(
+        &producer,
+        &args.kafka_topic,
+        key.as_deref(),
+        args.partition,
+        value.trim_end_matches(['\n', '\r']).as_bytes(),
+    )
+    .await?;
+    println!(
+        "{{\"topic\":\"{}\",\"partition\":{partition},\"offset\":{offset}}}",
+        args.kafka_topic
+    );
+    Ok(())
 }
 
 async fn shutdown_signal() {

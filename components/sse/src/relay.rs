@@ -34,6 +34,15 @@ pub struct Relay<'a> {
 }
 
 impl Relay<'_> {
+    /// Adds `n` to `crm_events_messages_total` (best effort) and resets it.
+    fn count_messages(&self, n: &mut u64) {
+        if *n > 0 {
+            let key = self.config.common.keys.messages_total();
+            let _ = self.control.run("INCRBY", &[&key, &n.to_string()]);
+            *n = 0;
+        }
+    }
+
     /// Sends the headers and streams until the end.
     pub async fn run(self, out: ResponseOutparam, headers: &[(&str, &str)], start: Start) {
         let response = OutgoingResponse::new(fields(headers));
@@ -63,6 +72,11 @@ impl Relay<'_> {
         let deadline = (config.max_stream_seconds > 0)
             .then(|| opened + Duration::from_secs(config.max_stream_seconds));
         let mut last_renewal = Instant::now();
+        // Relayed events are counted in Redis at most once a second (and at the end),
+        // not on every read: one round trip per client per batch would double the
+        // Redis load of a busy stream.
+        let mut uncounted = 0u64;
+        let mut last_count = Instant::now();
         let count = config.read_count.to_string();
 
         let mut chunk = first;
@@ -142,12 +156,13 @@ impl Relay<'_> {
                 sse::id_only(&mut chunk, &newest.to_string());
             }
             position = newest;
-            if sent > 0 {
-                let _ = self
-                    .control
-                    .run("INCRBY", &[&keys.messages_total(), &sent.to_string()]);
+            uncounted += sent;
+            if uncounted > 0 && last_count.elapsed() >= Duration::from_secs(1) {
+                self.count_messages(&mut uncounted);
+                last_count = Instant::now();
             }
         }
+        self.count_messages(&mut uncounted);
         self.lease.release(self.control);
         // Dropping the body finishes the response.
         drop(body);
