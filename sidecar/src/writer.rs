@@ -146,10 +146,7 @@ impl Writer {
                 // Another writer moved a watermark: read them again.
                 Value::Nil => continue,
                 Value::Array(results) => {
-                    let (len, ids) = results
-                        .split_last()
-                        .map(|(l, i)| (l, i))
-                        .unwrap_or((&Value::Nil, &[]));
+                    let (len, ids) = results.split_last().unwrap_or((&Value::Nil, &[]));
                     for id in ids {
                         if let Value::BulkString(b) = id {
                             self.remember(String::from_utf8_lossy(b).into_owned());
