@@ -247,6 +247,8 @@ mod tests {
         let text = t.render();
         assert!(text.contains("crm_events_sidecar_consumer_lag{partition=\"2\"} 7"));
         assert!(text.contains("# TYPE crm_events_sidecar_redis_write_seconds histogram"));
+        // The SLO rules select the 1 s bucket as le="1".
+        assert!(text.contains(r#"crm_events_sidecar_event_age_seconds_bucket{le="1"}"#));
         let (ready, checks) = t.readiness();
         assert!(!ready);
         assert_eq!(checks["redis"], "unreachable");

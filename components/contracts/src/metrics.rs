@@ -35,8 +35,28 @@ pub mod names {
     pub const REDIS_WRITE_SECONDS: &str = "crm_events_sidecar_redis_write_seconds";
     /// Histogram (sidecar port): event age Kafka timestamp -> written to Redis, seconds.
     pub const EVENT_AGE_SECONDS: &str = "crm_events_sidecar_event_age_seconds";
-    /// Gauge (sidecar port): 1 while the sidecar has a partition assignment.
+    /// Gauge (sidecar port): partitions assigned to the sidecar.
     pub const ASSIGNED_PARTITIONS: &str = "crm_events_sidecar_assigned_partitions";
+
+    /// Every name above.
+    pub const ALL: &[&str] = &[
+        SSE_CLIENTS,
+        MESSAGES_TOTAL,
+        HTTP_REQUESTS_TOTAL,
+        SIDECAR_UP,
+        EVENTS_CONSUMED_TOTAL,
+        EVENTS_WRITTEN_TOTAL,
+        BATCHES_TOTAL,
+        ERRORS_TOTAL,
+        CONSUMER_LAG,
+        LAST_EVENT_AGE_SECONDS,
+        REDIS_WRITE_SECONDS,
+        EVENT_AGE_SECONDS,
+        ASSIGNED_PARTITIONS,
+    ];
+
+    /// Histograms (exported as `_bucket`, `_sum` and `_count` series).
+    pub const HISTOGRAMS: &[&str] = &[REDIS_WRITE_SECONDS, EVENT_AGE_SECONDS];
 }
 
 /// The sidecar-hash fields the Spin `/metrics` re-exports.

@@ -1,0 +1,239 @@
+//! The deployment files are valid and agree with the service: promtool accepts the
+//! Prometheus config and rules, every metric the rules and the dashboard query is
+//! one crm-events exports, and the compose and Kubernetes files parse and carry
+//! what they must (services, health checks, probes).
+
+mod common;
+
+use crm_events_contracts::metrics::names;
+use std::collections::BTreeSet;
+use std::process::Command;
+use yaml_rust2::{Yaml, YamlLoader};
+
+fn deploy(path: &str) -> std::path::PathBuf {
+    common::root().join("deploy").join(path)
+}
+
+fn yaml(path: &str) -> Vec<Yaml> {
+    let text = std::fs::read_to_string(deploy(path)).unwrap();
+    YamlLoader::load_from_str(&text).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+fn promtool(args: &[&str]) {
+    let out = Command::new("promtool")
+        .args(args)
+        .output()
+        .expect("promtool (Debian package prometheus; make test installs it)");
+    assert!(
+        out.status.success(),
+        "promtool {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `crm_events_…` metric names used in a text, with histogram suffixes removed.
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    let bytes = text.as_bytes();
+    let mut i = 0;
+    while let Some(at) = text[i..].find("crm_events_") {
+        let start = i + at;
+        let preceded = start > 0
+            && (bytes[start - 1].is_ascii_alphanumeric()
+                || bytes[start - 1] == b'_'
+                || bytes[start - 1] == b':');
+        let end = text[start..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .map_or(text.len(), |e| start + e);
+        if !preceded {
+            let name = &text[start..end];
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| {
+                    name.strip_suffix(s)
+                        .filter(|b| names::HISTOGRAMS.contains(b))
+                })
+                .unwrap_or(name);
+            found.insert(base.to_string());
+        }
+        i = end;
+    }
+    found
+}
+
+#[test]
+fn promtool_accepts_the_config_and_rules() {
+    promtool(&[
+        "check",
+        "config",
+        deploy("prometheus/prometheus.yml").to_str().unwrap(),
+    ]);
+    promtool(&[
+        "check",
+        "rules",
+        deploy("prometheus/alerts.yml").to_str().unwrap(),
+    ]);
+}
+
+#[test]
+fn rules_and_dashboard_query_only_exported_metrics() {
+    let exported: BTreeSet<String> = names::ALL.iter().map(|s| s.to_string()).collect();
+    let rules = std::fs::read_to_string(deploy("prometheus/alerts.yml")).unwrap();
+    let dashboard = std::fs::read_to_string(deploy("grafana/dashboards/crm-events.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let panels = json["panels"].as_array().expect("panels");
+    assert!(panels.len() >= 6);
+    for (what, text) in [("alerts.yml", &rules), ("dashboard", &dashboard)] {
+        let used = metric_names(text);
+        assert!(!used.is_empty(), "{what} queries no metric");
+        let unknown: Vec<_> = used.difference(&exported).collect();
+        assert!(
+            unknown.is_empty(),
+            "{what} queries metrics crm-events does not export: {unknown:?}"
+        );
+    }
+    // The headline metrics are on the dashboard and in the rules.
+    for name in [
+        names::SSE_CLIENTS,
+        names::CONSUMER_LAG,
+        names::EVENT_AGE_SECONDS,
+        names::ERRORS_TOTAL,
+    ] {
+        assert!(dashboard.contains(name), "dashboard lacks {name}");
+    }
+    for alert in [
+        "CrmEventsSidecarDown",
+        "CrmEventsConsumerLagHigh",
+        "CrmEventsNoEventsWhileProducing",
+        "CrmEventsSseClientsNearLimit",
+        "CrmEventsSidecarErrors",
+        "CrmEventsEventAgeBudgetFastBurn",
+        "CrmEventsEventAgeBudgetSlowBurn",
+    ] {
+        assert!(
+            rules.contains(&format!("alert: {alert}")),
+            "missing alert {alert}"
+        );
+    }
+    assert!(rules.contains("14.4") && rules.contains("2.4"));
+}
+
+#[test]
+fn compose_has_every_service_with_health_checks() {
+    let docs = yaml("compose.yaml");
+    let services = &docs[0]["services"];
+    for name in [
+        "kafka",
+        "kafka-init",
+        "redis",
+        "sidecar",
+        "app",
+        "prometheus",
+        "grafana",
+    ] {
+        assert!(
+            !services[name].is_badvalue(),
+            "compose lacks service {name}"
+        );
+    }
+    for name in ["kafka", "redis", "sidecar", "app", "prometheus"] {
+        assert!(
+            !services[name]["healthcheck"]["test"].is_badvalue(),
+            "{name} has no health check"
+        );
+    }
+    let topic: Vec<&str> = services["kafka-init"]["command"]
+        .as_vec()
+        .unwrap()
+        .iter()
+        .filter_map(Yaml::as_str)
+        .collect();
+    assert!(topic.windows(2).any(|w| w == ["--partitions", "3"]));
+    assert_eq!(
+        services["sidecar"]["environment"]["KAFKA_BROKERS"].as_str(),
+        Some("kafka:9092")
+    );
+
+    // `docker compose config` validates further where the plugin is installed.
+    if let Ok(out) = Command::new("docker").args(["compose", "version"]).output() {
+        if out.status.success() {
+            let out = Command::new("docker")
+                .args([
+                    "compose",
+                    "-f",
+                    deploy("compose.yaml").to_str().unwrap(),
+                    "config",
+                    "--quiet",
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "docker compose config: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+}
+
+#[test]
+fn kubernetes_manifests_parse_and_probe_the_sidecar() {
+    let mut kinds = BTreeSet::new();
+    for file in [
+        "k8s/config.yaml",
+        "k8s/spinapp.yaml",
+        "k8s/sidecar.yaml",
+        "k8s/redis.yaml",
+    ] {
+        for doc in yaml(file) {
+            assert!(
+                doc["apiVersion"].as_str().is_some(),
+                "{file}: a document without apiVersion"
+            );
+            let kind = doc["kind"].as_str().unwrap().to_string();
+            if kind == "Deployment" {
+                let c = &doc["spec"]["template"]["spec"]["containers"][0];
+                assert_eq!(
+                    c["livenessProbe"]["httpGet"]["path"].as_str(),
+                    Some("/healthz")
+                );
+                assert_eq!(
+                    c["readinessProbe"]["httpGet"]["path"].as_str(),
+                    Some("/readyz")
+                );
+            }
+            if kind == "SpinApp" {
+                let vars: Vec<&str> = doc["spec"]["variables"]
+                    .as_vec()
+                    .unwrap()
+                    .iter()
+                    .filter_map(|v| v["name"].as_str())
+                    .collect();
+                assert!(vars.contains(&"redis_host") && vars.contains(&"key_prefix"));
+            }
+            kinds.insert(kind);
+        }
+    }
+    for kind in [
+        "ConfigMap",
+        "Secret",
+        "SpinApp",
+        "Deployment",
+        "StatefulSet",
+        "Service",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} among the manifests");
+    }
+}
+
+#[test]
+fn grafana_provisioning_parses() {
+    let ds = yaml("grafana/provisioning/datasources/prometheus.yaml");
+    assert_eq!(ds[0]["datasources"][0]["type"].as_str(), Some("prometheus"));
+    let dash = yaml("grafana/provisioning/dashboards/crm-events.yaml");
+    assert_eq!(
+        dash[0]["providers"][0]["options"]["path"].as_str(),
+        Some("/var/lib/grafana/dashboards")
+    );
+}
