@@ -1,6 +1,6 @@
 # crm-events: `make run` runs the whole thing, `make test` runs every test.
 CARGO ?= cargo
-COMPONENTS := crm-events-info crm-events-health crm-events-metrics crm-events-sse
+COMPONENTS := crm-events-info crm-events-health crm-events-metrics crm-events-sse crm-events-viewer
 WASM_FLAGS := --release --target wasm32-wasip2 $(addprefix -p ,$(COMPONENTS))
 
 .PHONY: all setup components build test lint fmt run bench clean
@@ -10,13 +10,14 @@ all: build
 setup: ## Install what a fresh Debian machine lacks (apt packages, wasm target).
 	./scripts/setup.sh
 
-components: ## The Spin components (.wasm), as spin.toml names them.
+components: setup ## The Spin components (.wasm), as spin.toml names them.
 	$(CARGO) build $(WASM_FLAGS)
 
-build: components ## Components, the sidecar and the test host.
+build: setup components ## Components, the sidecar and the test host.
 	$(CARGO) build --bins
 
-test: setup build ## Every test: unit, integration (real Redis, Kafka mock cluster, real .wasm).
+test: build ## Every test: unit, integration (real Redis, Kafka mock cluster, real .wasm, Chromium).
+	./scripts/setup.sh --test
 	$(CARGO) fmt --all -- --check
 	$(CARGO) test --no-fail-fast
 
@@ -28,13 +29,13 @@ lint: ## rustfmt and clippy, native crates and components.
 fmt:
 	$(CARGO) fmt --all
 
-run: setup build ## Redis, the sidecar (embedded Kafka unless KAFKA_BROKERS is set) and the app.
+run: build ## Redis, the sidecar (embedded Kafka unless KAFKA_BROKERS is set) and the app.
 	./scripts/run.sh
 
 clean:
 	$(CARGO) clean
 
-bench: setup components ## Relay throughput and SSE latency/fan-out (release build; see docs/benchmarks.md).
+bench: components ## Relay throughput and SSE latency/fan-out (release build; see docs/benchmarks.md).
 	$(CARGO) build --release -p crm-events-sidecar -p crm-events-tests -p crm-events-bench
 	./target/release/crm-events-bench relay
 	./target/release/crm-events-bench sse

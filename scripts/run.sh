@@ -67,6 +67,7 @@ cat <<MSG
 crm-events is running
   app        http://127.0.0.1:$PORT/            ($runtime)
   stream     curl -N http://127.0.0.1:$PORT/crm-events
+  viewer     http://127.0.0.1:$PORT/ops/crm-events
   metrics    http://127.0.0.1:$PORT/metrics
   sidecar    http://127.0.0.1:$SIDECAR_PORT/readyz  http://127.0.0.1:$SIDECAR_PORT/metrics
   kafka      $kafka_desc

@@ -13,6 +13,8 @@ pub mod routes {
     pub const METRICS: &str = "/metrics";
     /// The SSE stream.
     pub const EVENTS: &str = "/crm-events";
+    /// The live viewer page.
+    pub const VIEWER: &str = "/ops/crm-events";
 }
 
 /// `Content-Type` of JSON bodies.

@@ -48,6 +48,7 @@ fn known_routes() -> serde_json::Value {
         routes::HEALTHZ,
         routes::READYZ,
         routes::METRICS,
-        routes::EVENTS
+        routes::EVENTS,
+        routes::VIEWER
     ])
 }

@@ -1,0 +1,33 @@
+//! The `viewer` component: `GET /ops/crm-events`, a live event viewer for operators.
+//!
+//! The page (`page.html`, with its CSS and JavaScript inline) is compiled into the
+//! component: no CDN, no build step. It reads `/crm-events` with `EventSource`, so it
+//! resumes exactly after any disconnect, and it never talks to Redis itself.
+
+use crm_events_contracts::http::error_body;
+use crm_events_contracts::spin_glue::json_response;
+use spin_sdk::http::{Method, Request, Response};
+use spin_sdk::http_component;
+
+/// The page.
+const PAGE: &str = include_str!("page.html");
+
+#[http_component]
+fn handle(req: Request) -> Response {
+    if !matches!(req.method(), Method::Get | Method::Head) {
+        let mut r = json_response(405, error_body("method_not_allowed", "use GET", &[]));
+        r.set_header("allow", "GET, HEAD");
+        return r;
+    }
+    Response::builder()
+        .status(200)
+        .header("content-type", "text/html; charset=utf-8")
+        .header("cache-control", "no-cache")
+        .header(
+            "content-security-policy",
+            "default-src 'self'; img-src 'self' data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'",
+        )
+        .header("x-content-type-options", "nosniff")
+        .body(PAGE)
+        .build()
+}

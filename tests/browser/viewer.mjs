@@ -1,0 +1,98 @@
+// Drives the viewer page in headless Chromium for tests/it/viewer.rs.
+// It talks to the Rust test over stdio: it prints a step name and waits for the
+// test's answer line (the test produces events, stops and starts the app).
+import { chromium } from "playwright-core";
+import { readFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+
+const base = process.env.BASE_URL;
+const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+async function ask(step) {
+  console.log(step);
+  const { value } = await lines.next();
+  return value;
+}
+function check(ok, what) {
+  if (!ok) throw new Error("check failed: " + what);
+}
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+});
+const errors = [];
+try {
+  const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1200, height: 800 } });
+  const page = await context.newPage();
+  page.on("console", (m) => { if (m.type() === "error") errors.push(m.text()); });
+  page.on("pageerror", (e) => errors.push(String(e)));
+  const visible = () => page.locator("#events li.event:not(.hidden)").count();
+  const status = () => page.locator("#status").textContent();
+
+  await page.goto(base + "/ops/crm-events");
+  await page.waitForFunction(() => document.querySelector("#status").textContent === "live");
+
+  // Events produced to Kafka appear, newest first, coloured by type.
+  const n = parseInt(await ask("READY"), 10);
+  await page.waitForFunction((n) => document.querySelectorAll("#events li.event").length === n, n);
+  check((await page.locator("#events li.created").count()) >= 1, "a Created event is green");
+  check((await page.locator("#events li.deleted").count()) >= 1, "a Deleted event is red");
+  check(/aetherlink\.events:\d+@\d+/.test(await page.locator("#events li .where").first().textContent()), "topic:partition@offset shown");
+
+  // Pause buffers and counts; resume shows them.
+  await page.click("#pause");
+  const m = parseInt(await ask("PAUSED"), 10);
+  await page.waitForFunction((m) => document.querySelector("#pending").textContent === m + " new", m);
+  check((await page.locator("#events li.event").count()) === n, "nothing rendered while paused");
+  await page.click("#pause");
+  await page.waitForFunction((t) => document.querySelectorAll("#events li.event").length === t, n + m);
+  check((await page.locator("#pending").textContent()) === "", "pending cleared on resume");
+
+  // The text filter hides and shows.
+  await page.fill("#text", "tenant-globex");
+  const globex = parseInt(await ask("FILTERED"), 10);
+  check((await visible()) === globex, `filter shows the ${globex} globex events`);
+  await page.fill("#text", "");
+  check((await visible()) === n + m, "clearing the filter shows all");
+
+  // Keyboard alone: the controls are in tab order (Shift+Tab from Clear reaches
+  // Pause, Tab goes on to Clear), and Space toggles Pause.
+  await page.focus("#clear");
+  await page.keyboard.press("Shift+Tab");
+  check(await page.evaluate(() => document.activeElement.id === "pause"), "Shift+Tab reaches Pause");
+  await page.keyboard.press("Space");
+  check((await page.locator("#pause").getAttribute("aria-pressed")) === "true", "Space pauses");
+  await page.keyboard.press("Space");
+
+  // Download: valid JSONL with exactly the kept events.
+  const [download] = await Promise.all([page.waitForEvent("download"), page.click("#download")]);
+  const text = readFileSync(await download.path(), "utf8");
+  const rows = text.trimEnd().split("\n").map((l) => JSON.parse(l));
+  check(rows.length === n + m, `download has ${rows.length} lines, expected ${n + m}`);
+  check(rows.every((r) => r.kind === "domain_event" && typeof r.offset === "number"), "download rows are envelopes");
+
+  // Phone width: no horizontal scrolling.
+  await page.setViewportSize({ width: 375, height: 740 });
+  check(await page.evaluate(() => document.documentElement.scrollWidth <= 375), "fits a phone-width screen");
+  await page.screenshot({ path: process.env.SCREENSHOT_PHONE });
+  await page.setViewportSize({ width: 1200, height: 800 });
+  await page.locator("#events li details").first().evaluate((d) => (d.open = true));
+  await page.screenshot({ path: process.env.SCREENSHOT });
+  check(errors.length === 0, "no console errors: " + errors.join(" | "));
+
+  // The app goes away: down. It comes back: live, and the stream resumes.
+  await ask("STOP_APP");
+  await page.waitForFunction(() => document.querySelector("#status").textContent === "down", null, { timeout: 20000 });
+  const more = parseInt(await ask("START_APP"), 10);
+  await page.waitForFunction(() => document.querySelector("#status").textContent === "live", null, { timeout: 30000 });
+  await page.waitForFunction((t) => document.querySelectorAll("#events li.event").length === t, n + m + more, { timeout: 30000 });
+  check((await status()) === "live", "live again");
+  console.log("OK");
+} catch (e) {
+  console.log("FAIL " + (e && e.stack ? e.stack : e));
+  process.exitCode = 1;
+} finally {
+  await browser.close();
+  process.exit(process.exitCode || 0);
+}

@@ -1,0 +1,154 @@
+//! The viewer page at /ops/crm-events in a real headless Chromium (Debian's
+//! `chromium`, driven by `playwright-core` from `tests/browser/viewer.mjs`): events
+//! produced to Kafka appear, pause buffers, resume shows, the text filter hides and
+//! shows, the download is valid JSONL of the kept events, keyboard and phone width
+//! work, and the status follows the app going down and coming back.
+
+mod common;
+
+use common::sidecar::Sidecar;
+use crm_events_host::mock_kafka::Kafka;
+use crm_events_host::redis_server::{free_port, RedisServer};
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "aetherlink.events";
+
+/// The app as its own process (so stopping it really drops the browser's stream).
+fn start_app(port: u16, redis: &RedisServer) -> Child {
+    let bin = common::root().join("target/debug/crm-events-host");
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --bins (make test does)",
+        bin.display()
+    );
+    let child = Command::new(bin)
+        .args([
+            "--manifest",
+            common::root().join("spin.toml").to_str().unwrap(),
+        ])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--variable", &format!("redis_host={}", redis.host_port())])
+        .args(["--variable", "retry_ms=500"])
+        .args([
+            "--cache-dir",
+            common::root()
+                .join("target/crm-events-host-cache")
+                .to_str()
+                .unwrap(),
+        ])
+        .env("RUST_LOG", "error")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "the app did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+fn event(kafka: &Kafka, i: usize, kind: &str, tenant: &str) {
+    let value = format!(
+        r#"{{"Type":"{kind}","TenantId":"{tenant}","JobId":"job-{i}","Title":"Visit {i}"}}"#
+    );
+    kafka.send(
+        (i % 3) as i32,
+        Some(kind.as_bytes()),
+        Some(value.as_bytes()),
+    );
+}
+
+#[test]
+fn viewer_page_in_headless_chromium() {
+    let browser_dir = common::root().join("tests/browser");
+    assert!(
+        browser_dir.join("node_modules/playwright-core").exists(),
+        "playwright-core is not installed: npm ci --prefix tests/browser (make test does)"
+    );
+    let redis = RedisServer::start().unwrap();
+    let kafka = Kafka::start(TOPIC, 3);
+    let _sidecar = Sidecar::start(
+        &redis.url(),
+        &kafka.brokers(),
+        TOPIC,
+        &[("BATCH_LINGER_MS", "1")],
+    );
+    let port = free_port().unwrap();
+    let mut app = start_app(port, &redis);
+
+    let out_dir = common::root().join("target/screenshots");
+    std::fs::create_dir_all(&out_dir).unwrap();
+    let mut node = Command::new("node")
+        .arg(browser_dir.join("viewer.mjs"))
+        .current_dir(&browser_dir)
+        .env("BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("SCREENSHOT", out_dir.join("viewer.png"))
+        .env("SCREENSHOT_PHONE", out_dir.join("viewer-phone.png"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("node");
+    let mut to_node = node.stdin.take().unwrap();
+    let from_node = BufReader::new(node.stdout.take().unwrap());
+    let mut reply = |line: String| writeln!(to_node, "{line}").unwrap();
+
+    let mut result = None;
+    for line in from_node.lines() {
+        let line = line.unwrap();
+        match line.as_str() {
+            "READY" => {
+                let batch = [
+                    ("JobCreated", "tenant-acme"),
+                    ("JobUpdated", "tenant-globex"),
+                    ("JobDeleted", "tenant-acme"),
+                    ("ContactCreated", "tenant-initech"),
+                    ("ContactUpdated", "tenant-globex"),
+                ];
+                for (i, (kind, tenant)) in batch.iter().enumerate() {
+                    event(&kafka, i, kind, tenant);
+                }
+                kafka.flush();
+                reply(batch.len().to_string());
+            }
+            "PAUSED" => {
+                for i in 5..8 {
+                    event(&kafka, i, "JobUpdated", "tenant-acme");
+                }
+                kafka.flush();
+                reply("3".into());
+            }
+            "FILTERED" => reply("2".into()),
+            "STOP_APP" => {
+                let _ = app.kill();
+                let _ = app.wait();
+                reply("stopped".into());
+            }
+            "START_APP" => {
+                event(&kafka, 8, "JobCreated", "tenant-acme");
+                kafka.flush();
+                app = start_app(port, &redis);
+                reply("1".into());
+            }
+            "OK" => {
+                result = Some(Ok(()));
+                break;
+            }
+            other if other.starts_with("FAIL") => {
+                result = Some(Err(other.to_string()));
+                break;
+            }
+            other => eprintln!("viewer.mjs: {other}"),
+        }
+    }
+    let _ = node.wait();
+    let _ = app.kill();
+    match result {
+        Some(Ok(())) => {}
+        Some(Err(e)) => panic!("{e}"),
+        None => panic!("viewer.mjs ended without a verdict"),
+    }
+    assert!(out_dir.join("viewer.png").exists());
+}
