@@ -241,3 +241,70 @@ async fn health_metrics_and_graceful_stop() {
     };
     assert!(status.success(), "exit status {status}");
 }
+
+#[test]
+fn a_second_sidecar_joining_mid_run_rebalances_without_loss_or_duplicates() {
+    let redis = RedisServer::start().unwrap();
+    let kafka = Kafka::start(TOPIC, 3);
+    let per = kafka.send_events(15_000, 3, 0);
+    let keys = Keys::default();
+    let mut conn = redis.connection().unwrap();
+    let settings = [("BATCH_MAX", "100")];
+    let _a = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
+    wait_for(
+        "the first sidecar to start writing",
+        Duration::from_secs(60),
+        || len(&mut conn, &keys) >= 1_000,
+    );
+    // B joins the group: partitions move between them while A has batches in flight.
+    let _b = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
+    wait_for_watermarks(
+        &redis.url(),
+        &keys,
+        TOPIC,
+        &last_offsets(&per),
+        Duration::from_secs(90),
+    );
+    let all = entries(&mut conn, &keys);
+    assert_eq!(all.len(), 15_000);
+    assert_exactly_once(&all, &per);
+}
+
+#[tokio::test]
+async fn an_unreachable_kafka_is_retried_and_visible_in_health() {
+    let redis = RedisServer::start().unwrap();
+    // Nothing listens on this port.
+    let nowhere = format!(
+        "127.0.0.1:{}",
+        crm_events_host::redis_server::free_port().unwrap()
+    );
+    let mut sidecar = Sidecar::start(&redis.url(), &nowhere, TOPIC, &[]);
+    let client = common::client();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let body = loop {
+        if let Ok(r) = client.get(format!("{}/readyz", sidecar.http)).send().await {
+            let status = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap();
+            if status == 503 && body["checks"]["kafka"] != "ok" {
+                break body;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the Kafka failure never showed in /readyz"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(body["checks"]["assigned_partitions"], 0);
+    assert_eq!(body["checks"]["redis"], "ok");
+    let health = client
+        .get(format!("{}/healthz", sidecar.http))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status().as_u16(), 200, "still alive, still retrying");
+    assert!(
+        sidecar.child.try_wait().unwrap().is_none(),
+        "the sidecar keeps running"
+    );
+}

@@ -13,7 +13,8 @@ use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -104,8 +105,7 @@ impl Host {
     /// Reads the manifest and compiles every component (in parallel, cached).
     pub async fn load(config: HostConfig) -> Result<Arc<Self>> {
         let manifest = Manifest::load(&config.manifest, &config.variables)?;
-        let wasm_config = Config::new();
-        let engine = Engine::new(&wasm_config).map_err(|e| anyhow!("{e:?}"))?;
+        let engine = shared_engine()?;
 
         let mut linker: Linker<InstanceState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
@@ -248,17 +248,50 @@ fn compile(engine: &Engine, source: &Path, cache: Option<&Path>) -> Result<Compo
             source.display()
         )
     })?;
-    let Some(cache) = cache else {
-        return Component::new(engine, &bytes).map_err(|e| anyhow!("{e:?}"));
-    };
     let mut h = std::collections::hash_map::DefaultHasher::new();
     bytes.hash(&mut h);
     engine.precompile_compatibility_hash().hash(&mut h);
+    let key = h.finish();
+    // Every host in this process shares the engine, so a component is compiled once
+    // per process however many hosts load it (tests start many).
+    static COMPILED: OnceLock<Mutex<HashMap<u64, Component>>> = OnceLock::new();
+    let memo = COMPILED.get_or_init(Default::default);
+    if let Some(c) = memo.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+        return Ok(c.clone());
+    }
+    let component = compile_cached(engine, source, &bytes, key, cache)?;
+    memo.lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(key, component.clone());
+    Ok(component)
+}
+
+/// The engine every host in this process uses.
+fn shared_engine() -> Result<Engine> {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    if let Some(e) = ENGINE.get() {
+        return Ok(e.clone());
+    }
+    let engine = Engine::new(&Config::new()).map_err(|e| anyhow!("{e:?}"))?;
+    Ok(ENGINE.get_or_init(|| engine).clone())
+}
+
+/// Compiles, or loads the compilation a previous run left in `cache`.
+fn compile_cached(
+    engine: &Engine,
+    source: &Path,
+    bytes: &[u8],
+    key: u64,
+    cache: Option<&Path>,
+) -> Result<Component> {
+    let Some(cache) = cache else {
+        return Component::new(engine, bytes).map_err(|e| anyhow!("{e:?}"));
+    };
     let stem = source
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("component");
-    let path = cache.join(format!("{stem}-{:016x}.cwasm", h.finish()));
+    let path = cache.join(format!("{stem}-{key:016x}.cwasm"));
     if path.exists() {
         // SAFETY: the file was written by `precompile_component` of an engine with
         // the same compatibility hash (it is in the file name), by this program.
@@ -267,10 +300,16 @@ fn compile(engine: &Engine, source: &Path, cache: Option<&Path>) -> Result<Compo
         }
     }
     let compiled = engine
-        .precompile_component(&bytes)
+        .precompile_component(bytes)
         .map_err(|e| anyhow!("{e:?}"))?;
     std::fs::create_dir_all(cache)?;
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    // A name of its own per writer; the rename makes the file appear whole.
+    static SEQ: AtomicU64 = AtomicU64::new(0);
+    let tmp = path.with_extension(format!(
+        "tmp{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
     std::fs::write(&tmp, &compiled)?;
     std::fs::rename(&tmp, &path)?;
     // SAFETY: as above; these are the bytes just produced by this engine.

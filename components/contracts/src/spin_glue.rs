@@ -7,7 +7,7 @@
 use crate::config::Variables;
 use crate::keys::Keys;
 use crate::reply::Reply;
-use spin_sdk::http::{Fields, OutgoingResponse, Response, ResponseOutparam};
+use spin_sdk::http::{Fields, Method, OutgoingResponse, Request, Response, ResponseOutparam};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 /// Spin application variables (`spin_sdk::variables`).
@@ -80,6 +80,19 @@ pub fn count_request_best_effort(address: &str, keys: &Keys, method: &str, path:
     if let Ok(redis) = Redis::open(address) {
         let _ = redis.count_request(keys, method, path);
     }
+}
+
+/// The 405 answer for anything but `GET`/`HEAD`, or `None` when the method is fine.
+pub fn reject_unless_get(req: &Request) -> Option<Response> {
+    if matches!(req.method(), Method::Get | Method::Head) {
+        return None;
+    }
+    let mut r = json_response(
+        405,
+        crate::http::error_body("method_not_allowed", "use GET", &[]),
+    );
+    r.set_header("allow", "GET, HEAD");
+    Some(r)
 }
 
 /// A complete response with a JSON body.

@@ -3,8 +3,10 @@
 
 use crm_events_contracts::config::CommonConfig;
 use crm_events_contracts::http::{error_body, routes};
-use crm_events_contracts::spin_glue::{count_request_best_effort, json_response, SpinVariables};
-use spin_sdk::http::{Method, Request, Response};
+use crm_events_contracts::spin_glue::{
+    count_request_best_effort, json_response, reject_unless_get, SpinVariables,
+};
+use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
 #[http_component]
@@ -24,9 +26,7 @@ fn handle(req: Request) -> Response {
             ),
         );
     }
-    if !matches!(req.method(), Method::Get | Method::Head) {
-        let mut r = json_response(405, error_body("method_not_allowed", "use GET", &[]));
-        r.set_header("allow", "GET, HEAD");
+    if let Some(r) = reject_unless_get(&req) {
         return r;
     }
     let body = serde_json::json!({

@@ -4,9 +4,8 @@
 //! component: no CDN, no build step. It reads `/crm-events` with `EventSource`, so it
 //! resumes exactly after any disconnect, and it never talks to Redis itself.
 
-use crm_events_contracts::http::error_body;
-use crm_events_contracts::spin_glue::json_response;
-use spin_sdk::http::{Method, Request, Response};
+use crm_events_contracts::spin_glue::reject_unless_get;
+use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
 /// The page.
@@ -14,9 +13,7 @@ const PAGE: &str = include_str!("page.html");
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    if !matches!(req.method(), Method::Get | Method::Head) {
-        let mut r = json_response(405, error_body("method_not_allowed", "use GET", &[]));
-        r.set_header("allow", "GET, HEAD");
+    if let Some(r) = reject_unless_get(&req) {
         return r;
     }
     Response::builder()
