@@ -180,3 +180,64 @@ async fn metrics_answer_503_json_when_redis_is_down() {
     assert_eq!(status, 503);
     assert_eq!(body["error"], "redis_unavailable");
 }
+
+#[test]
+fn spin_toml_agrees_with_the_contracts() {
+    use crm_events_contracts::config as c;
+    use crm_events_contracts::http::routes;
+    let manifest = crm_events_host::manifest::Manifest::load(
+        &common::root().join("spin.toml"),
+        &Default::default(),
+    )
+    .expect("spin.toml loads with its defaults");
+    for path in [
+        routes::INFO,
+        routes::HEALTHZ,
+        routes::READYZ,
+        routes::METRICS,
+        routes::EVENTS,
+        routes::VIEWER,
+    ] {
+        assert!(manifest.route(path).is_some(), "no component serves {path}");
+    }
+    let sse = &manifest.components["sse"];
+    for name in [
+        c::REDIS_ADDRESS,
+        c::KEY_PREFIX,
+        c::KAFKA_TOPIC,
+        c::KAFKA_GROUP,
+        c::KEEPALIVE_SECONDS,
+        c::MAX_STREAM_SECONDS,
+        c::MAX_CLIENTS,
+        c::RETRY_MS,
+        c::READ_COUNT,
+        c::CORS_ALLOWED_ORIGINS,
+    ] {
+        assert!(
+            sse.variables.contains_key(name),
+            "sse component lacks variable {name}"
+        );
+    }
+    let info = &manifest.components["info"];
+    assert_eq!(info.variables[c::KAFKA_BROKERS], c::DEFAULT_KAFKA_BROKERS);
+    assert_eq!(info.variables[c::KAFKA_TOPIC], c::DEFAULT_KAFKA_TOPIC);
+    assert_eq!(info.variables[c::KAFKA_GROUP], c::DEFAULT_KAFKA_GROUP);
+    // The defaults the components would fall back to are the ones spin.toml sets.
+    let config =
+        c::SseConfig::load(&|name: &str| sse.variables.get(name).cloned()).expect("valid defaults");
+    assert_eq!(
+        config,
+        c::SseConfig::load(&|_: &str| None)
+            .unwrap()
+            .with_redis(&config.common.redis_address)
+    );
+    for spec in manifest.components.values() {
+        if let Some(addr) = spec.variables.get(c::REDIS_ADDRESS) {
+            assert!(
+                crm_events_host::spin_apis::address_allowed(addr, &spec.allowed_outbound_hosts),
+                "{}: {addr} is not in allowed_outbound_hosts",
+                spec.id
+            );
+        }
+    }
+}
