@@ -5,7 +5,9 @@
 mod common;
 
 use common::sidecar::Sidecar;
-use common::stream::{assert_exactly_once, entries, len, wait_for, wait_for_watermarks};
+use common::stream::{
+    assert_all_relayed_exactly_once, entries, len, wait_for, wait_for_watermarks,
+};
 use crm_events_contracts::keys::Keys;
 use crm_events_host::mock_kafka::Kafka;
 use crm_events_host::redis_server::RedisServer;
@@ -23,18 +25,7 @@ fn events_from_all_partitions_arrive_with_envelopes_in_order() {
     let kafka = Kafka::start(TOPIC, 3);
     let per = kafka.send_events(300, 3, 0);
     let _sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[]);
-    let keys = Keys::default();
-    wait_for_watermarks(
-        &redis.url(),
-        &keys,
-        TOPIC,
-        &last_offsets(&per),
-        Duration::from_secs(60),
-    );
-
-    let mut conn = redis.connection().unwrap();
-    let all = entries(&mut conn, &keys);
-    assert_exactly_once(&all, &per);
+    let all = assert_all_relayed_exactly_once(&redis.url(), TOPIC, &per, Duration::from_secs(60));
     let (_, first) = &all[0];
     assert_eq!(first["kind"], "domain_event");
     assert_eq!(first["topic"], TOPIC);
@@ -72,16 +63,7 @@ fn sigkill_mid_run_and_restart_keeps_every_event_exactly_once() {
     );
 
     let _second = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
-    wait_for_watermarks(
-        &redis.url(),
-        &keys,
-        TOPIC,
-        &last_offsets(&per),
-        Duration::from_secs(90),
-    );
-    let all = entries(&mut conn, &keys);
-    assert_eq!(all.len(), 20_000);
-    assert_exactly_once(&all, &per);
+    assert_all_relayed_exactly_once(&redis.url(), TOPIC, &per, Duration::from_secs(90));
 }
 
 #[test]
@@ -109,17 +91,7 @@ fn redis_outage_mid_run_loses_and_duplicates_nothing() {
     for (p, n) in more.iter().enumerate() {
         per[p] += n;
     }
-    wait_for_watermarks(
-        &redis.url(),
-        &keys,
-        TOPIC,
-        &last_offsets(&per),
-        Duration::from_secs(90),
-    );
-    let mut conn = redis.connection().unwrap();
-    let all = entries(&mut conn, &keys);
-    assert_eq!(all.len(), 6_000);
-    assert_exactly_once(&all, &per);
+    assert_all_relayed_exactly_once(&redis.url(), TOPIC, &per, Duration::from_secs(90));
 }
 
 #[test]
@@ -258,16 +230,7 @@ fn a_second_sidecar_joining_mid_run_rebalances_without_loss_or_duplicates() {
     );
     // B joins the group: partitions move between them while A has batches in flight.
     let _b = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
-    wait_for_watermarks(
-        &redis.url(),
-        &keys,
-        TOPIC,
-        &last_offsets(&per),
-        Duration::from_secs(90),
-    );
-    let all = entries(&mut conn, &keys);
-    assert_eq!(all.len(), 15_000);
-    assert_exactly_once(&all, &per);
+    assert_all_relayed_exactly_once(&redis.url(), TOPIC, &per, Duration::from_secs(90));
 }
 
 #[tokio::test]

@@ -74,3 +74,29 @@ pub fn assert_exactly_once(entries: &[(String, Value)], per_partition: &[usize])
     let got: Vec<usize> = next.iter().map(|n| *n as usize).collect();
     assert_eq!(got, per_partition, "events per partition");
 }
+
+/// Waits until the sidecar has written every produced event (`per_partition[p]`
+/// events on partition p), then asserts the stream holds each exactly once, in
+/// per-partition order; returns the entries.
+pub fn assert_all_relayed_exactly_once(
+    redis_url: &str,
+    topic: &str,
+    per_partition: &[usize],
+    timeout: Duration,
+) -> Vec<(String, Value)> {
+    let keys = Keys::default();
+    let last: Vec<i64> = per_partition.iter().map(|n| *n as i64 - 1).collect();
+    wait_for_watermarks(redis_url, &keys, topic, &last, timeout);
+    let mut conn = redis::Client::open(redis_url)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let all = entries(&mut conn, &keys);
+    assert_eq!(
+        all.len(),
+        per_partition.iter().sum::<usize>(),
+        "stream length"
+    );
+    assert_exactly_once(&all, per_partition);
+    all
+}
