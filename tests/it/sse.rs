@@ -475,3 +475,35 @@ async fn fifty_clients_each_receive_all_1000_events_in_order() {
     }
     wait_metric(&app, "crm_events_messages_total ", 50_000.0).await;
 }
+
+#[tokio::test]
+async fn a_redis_outage_ends_the_stream_cleanly_and_resume_is_exact_after() {
+    let mut redis = RedisServer::start_persistent().unwrap();
+    let mut conn = redis.connection().unwrap();
+    let app = App::start(&redis, &[]).await;
+    let mut c = SseClient::connect(&app.url("/crm-events"), &[]).await;
+    c.next(T).await.unwrap();
+    let first = add(&mut conn, "*", 0, "t1", "JobCreated");
+    assert_eq!(c.domain_events(1, T).await[0].0, first);
+
+    redis.stop();
+    // The stream ends by itself (no hang), with a comment saying why.
+    assert!(
+        c.next(T).await.is_none(),
+        "the stream should end when Redis goes away"
+    );
+    assert!(c.raw().contains("reconnect to resume"), "{}", c.raw());
+    let resp = client().get(app.url("/crm-events")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    assert_eq!(resp.headers()["retry-after"], "5");
+
+    redis.restart().unwrap();
+    let mut conn = redis.connection().unwrap();
+    let second = add(&mut conn, "*", 1, "t1", "JobCreated");
+    let mut c = SseClient::connect(&app.url("/crm-events"), &[("last-event-id", &first)]).await;
+    let got = c.domain_events(1, T).await;
+    assert_eq!(
+        got[0].0, second,
+        "the event written during the reconnect is not lost"
+    );
+}
