@@ -66,7 +66,10 @@ async fn connect(url: &str, n: usize) -> Vec<SseClient> {
 
 /// Each client reads `n` events; returns per-client latencies (µs) and whether it
 /// got all of them with ids strictly increasing.
-async fn receive(clients: Vec<SseClient>, n: usize) -> Vec<(bool, Vec<i64>)> {
+/// Per client: whether it got all `n` events in order, and per event the latency
+/// (µs) from the send and the part of it spent before Redis had the event (its stream
+/// id is Redis's clock, ms).
+async fn receive(clients: Vec<SseClient>, n: usize) -> Vec<(bool, Vec<(i64, i64)>)> {
     let tasks: Vec<_> = clients
         .into_iter()
         .map(|mut c| {
@@ -86,8 +89,14 @@ async fn receive(clients: Vec<SseClient>, n: usize) -> Vec<(bool, Vec<i64>)> {
                     let parse =
                         |s: &str| s.parse::<crm_events_contracts::stream_id::StreamId>().ok();
                     ordered &= last.is_empty() || parse(&e.id) > parse(&last);
-                    last = e.id;
-                    lat.push(now_us() - sent);
+                    last = e.id.clone();
+                    let redis_us =
+                        e.id.split('-')
+                            .next()
+                            .and_then(|ms| ms.parse::<i64>().ok())
+                            .unwrap_or(0)
+                            * 1000;
+                    lat.push((now_us() - sent, redis_us - sent));
                 }
                 (ordered && lat.len() == n, lat)
             })
@@ -185,8 +194,13 @@ pub async fn run(a: Args) -> Result<()> {
     produce(&kafka, n, a.rate).await;
     let results = receiving.await.context("receivers")?;
     let complete = results.iter().filter(|(ok, _)| *ok).count();
-    let mut all: Vec<i64> = results.into_iter().flat_map(|(_, l)| l).collect();
+    let pairs: Vec<(i64, i64)> = results.into_iter().flat_map(|(_, l)| l).collect();
+    let mut all: Vec<i64> = pairs.iter().map(|p| p.0).collect();
+    let mut to_redis: Vec<i64> = pairs.iter().map(|p| p.1).collect();
+    let mut from_redis: Vec<i64> = pairs.iter().map(|p| p.0 - p.1).collect();
     all.sort_unstable();
+    to_redis.sort_unstable();
+    from_redis.sort_unstable();
     println!(
         "## Latency: Kafka produce → SSE client, {} clients, {} events/s for {} s",
         a.clients, a.rate, a.seconds
@@ -200,6 +214,18 @@ pub async fn run(a: Args) -> Result<()> {
         percentile(&all, 0.50),
         percentile(&all, 0.99),
         percentile(&all, 1.0)
+    );
+    println!("\n| where the time goes (1 ms resolution) | p50 ms | p99 ms |");
+    println!("| --- | ---: | ---: |");
+    println!(
+        "| produce → in Redis (broker, sidecar) | {:.1} | {:.1} |",
+        percentile(&to_redis, 0.5),
+        percentile(&to_redis, 0.99)
+    );
+    println!(
+        "| in Redis → SSE client (XREAD wake-up, component, HTTP, client) | {:.1} | {:.1} |",
+        percentile(&from_redis, 0.5),
+        percentile(&from_redis, 0.99)
     );
 
     // Fan-out: how many clients still get every event, and what each costs.
@@ -234,7 +260,11 @@ pub async fn run(a: Args) -> Result<()> {
         produce(&kafka, a.fanout_events, 100).await;
         let results = receiving.await.context("receivers")?;
         let complete = results.iter().filter(|(ok, _)| *ok).count();
-        let mut lat: Vec<i64> = results.into_iter().flat_map(|(_, l)| l).collect();
+        let mut lat: Vec<i64> = results
+            .into_iter()
+            .flat_map(|(_, l)| l)
+            .map(|p| p.0)
+            .collect();
         lat.sort_unstable();
         println!(
             "| {clients_n} | {complete}/{clients_n} | {:.0} | {:.0} | {:.1} |",
