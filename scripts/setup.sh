@@ -17,6 +17,7 @@ command -v make >/dev/null 2>&1 || packages+=(make)
 command -v cc >/dev/null 2>&1 || packages+=(gcc)
 command -v c++ >/dev/null 2>&1 || packages+=(g++)
 command -v pkg-config >/dev/null 2>&1 || packages+=(pkg-config)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
 dpkg -s libssl-dev >/dev/null 2>&1 || packages+=(libssl-dev)
 # The tests also drive the viewer page in Debian's Chromium through playwright-core.
 if [ "${1:-}" = "--test" ]; then
