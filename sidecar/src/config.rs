@@ -44,7 +44,7 @@ pub struct RelayConfig {
     #[arg(long, env = "BATCH_MAX", default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub batch_max: u64,
     /// Longest a record waits for its batch to fill, ms.
-    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 5)]
+    #[arg(long, env = "BATCH_LINGER_MS", default_value_t = 2)]
     pub batch_linger_ms: u64,
     /// Values larger than this are relayed as an oversize marker (0 = no limit).
     #[arg(long, env = "MAX_VALUE_BYTES", default_value_t = 1_048_576)]
@@ -83,9 +83,12 @@ impl RelayConfig {
             // stays bounded by queued.max.messages.kbytes (64 MiB by default). With
             // librdkafka's default of 100000 the relay ran at a third of this speed.
             ("queued.min.messages".to_string(), "1000000".to_string()),
-            // An idle fetch returns after at most 10 ms, so a new event waits for no
-            // fetch cycle (brokers that answer early make this moot; the rest don't).
-            ("fetch.wait.max.ms".to_string(), "10".to_string()),
+            // Kafka answers a waiting fetch as soon as data arrives, so this only bounds
+            // idle polling; brokers that do not answer early (librdkafka's mock) add up
+            // to this much latency. --embedded-kafka lowers it.
+            ("fetch.wait.max.ms".to_string(), "100".to_string()),
+            // Small fetch requests go out at once rather than waiting on Nagle.
+            ("socket.nagle.disable".to_string(), "true".to_string()),
             (
                 "statistics.interval.ms".to_string(),
                 self.kafka_stats_interval_ms.to_string(),

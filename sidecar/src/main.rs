@@ -105,6 +105,10 @@ async fn run(mut args: RunArgs) -> Result<()> {
     let _embedded = if args.embedded_kafka {
         let kafka = demo::EmbeddedKafka::start(&args.relay.kafka_topic, 3)?;
         args.relay.kafka_brokers = kafka.brokers();
+        // The embedded broker holds a waiting fetch to its end even when data arrives.
+        args.relay
+            .kafka_config
+            .insert(0, ("fetch.wait.max.ms".to_string(), "5".to_string()));
         tracing::info!(brokers = %kafka.brokers(), topic = %args.relay.kafka_topic, "embedded Kafka broker started");
         if args.demo_rate > 0 {
             let producer = demo::producer(&kafka.brokers(), &[])?;

@@ -27,6 +27,7 @@ impl Kafka {
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())
             .set("linger.ms", linger_ms.to_string())
+            .set("socket.nagle.disable", "true")
             .set("queue.buffering.max.messages", "1000000")
             .create()
             .expect("producer");

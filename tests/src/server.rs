@@ -11,6 +11,9 @@ use tokio::net::TcpListener;
 pub async fn serve(host: Arc<Host>, listener: TcpListener) -> Result<()> {
     loop {
         let (socket, peer) = listener.accept().await?;
+        // SSE writes are small: without TCP_NODELAY, Nagle's algorithm and the
+        // client's delayed ACK hold events back by up to ~40 ms.
+        let _ = socket.set_nodelay(true);
         let host = host.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
