@@ -110,7 +110,8 @@ pub fn env_properties(
     })
 }
 
-fn parse_property(s: &str) -> Result<(String, String), String> {
+/// Parses a `key=value` librdkafka property (`--kafka-config`).
+pub fn parse_property(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
         _ => Err(format!("expected key=value, got {s:?}")),

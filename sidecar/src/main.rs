@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use crm_events_sidecar::config::RelayConfig;
+use crm_events_sidecar::config::{parse_property, RelayConfig};
 use crm_events_sidecar::demo;
 use crm_events_sidecar::telemetry::Telemetry;
 use std::io::Read;
@@ -74,12 +74,6 @@ struct ProduceArgs {
     kafka_config: Vec<(String, String)>,
     /// The event JSON; read from standard input when absent.
     value: Option<String>,
-}
-
-fn parse_property(s: &str) -> Result<(String, String), String> {
-    s.split_once('=')
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .ok_or_else(|| format!("expected key=value, got {s:?}"))
 }
 
 #[tokio::main]
