@@ -97,7 +97,7 @@ pub async fn run(
             msg = consumer.recv() => match msg {
                 Ok(m) => {
                     telemetry.consumed.inc();
-                    if telemetry.kafka_error().is_some() {
+                    if telemetry.has_kafka_error() {
                         telemetry.set_kafka_error(None);
                     }
                     batch.events.push(Event::from_message(&m, config.max_value_bytes));

@@ -3,7 +3,7 @@
 //! keeps in Redis for the Spin app.
 
 use crm_events_contracts::keys::Keys;
-use crm_events_contracts::metrics::{names, sidecar_field};
+use crm_events_contracts::metrics::{names, register, sidecar_field};
 use prometheus::{
     Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry,
@@ -34,6 +34,8 @@ pub struct Telemetry {
     pub assigned: IntGauge,
     redis_ok: AtomicBool,
     kafka_error: Mutex<Option<String>>,
+    /// Whether `kafka_error` is set: checked on every record without the lock.
+    kafka_error_set: AtomicBool,
 }
 
 fn must<T>(r: prometheus::Result<T>) -> T {
@@ -51,66 +53,80 @@ impl Telemetry {
     /// Registers every metric.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let reg = |c: Box<dyn prometheus::core::Collector>| must(registry.register(c));
-        let consumed = must(IntCounter::new(
-            names::EVENTS_CONSUMED_TOTAL,
-            "Kafka records consumed.",
-        ));
-        let written = must(IntCounter::new(
-            names::EVENTS_WRITTEN_TOTAL,
-            "Events written to the Redis stream.",
-        ));
-        let batches = must(IntCounter::new(
-            names::BATCHES_TOTAL,
-            "Batches written to Redis.",
-        ));
-        let errors = must(IntCounterVec::new(
-            Opts::new(names::ERRORS_TOTAL, "Errors by kind."),
-            &["kind"],
-        ));
-        let redis_write = must(Histogram::with_opts(
-            HistogramOpts::new(
-                names::REDIS_WRITE_SECONDS,
-                "Latency of one batch write to Redis, seconds.",
-            )
-            .buckets(vec![
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-            ]),
-        ));
-        let event_age = must(Histogram::with_opts(
-            HistogramOpts::new(
-                names::EVENT_AGE_SECONDS,
-                "Event age from its Kafka timestamp to its write to Redis, seconds.",
-            )
-            .buckets(vec![
-                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
-            ]),
-        ));
-        let last_event_age = must(Gauge::new(
-            names::LAST_EVENT_AGE_SECONDS,
-            "Age of the newest written event at its write, seconds.",
-        ));
-        let lag = must(IntGaugeVec::new(
-            Opts::new(names::CONSUMER_LAG, "Consumer lag by partition, records."),
-            &["partition"],
-        ));
-        let assigned = must(IntGauge::new(
-            names::ASSIGNED_PARTITIONS,
-            "Partitions assigned to this sidecar.",
-        ));
-        for c in [
-            Box::new(consumed.clone()) as Box<dyn prometheus::core::Collector>,
-            Box::new(written.clone()),
-            Box::new(batches.clone()),
-            Box::new(errors.clone()),
-            Box::new(redis_write.clone()),
-            Box::new(event_age.clone()),
-            Box::new(last_event_age.clone()),
-            Box::new(lag.clone()),
-            Box::new(assigned.clone()),
-        ] {
-            reg(c);
-        }
+        let consumed = register(
+            &registry,
+            must(IntCounter::new(
+                names::EVENTS_CONSUMED_TOTAL,
+                "Kafka records consumed.",
+            )),
+        );
+        let written = register(
+            &registry,
+            must(IntCounter::new(
+                names::EVENTS_WRITTEN_TOTAL,
+                "Events written to the Redis stream.",
+            )),
+        );
+        let batches = register(
+            &registry,
+            must(IntCounter::new(
+                names::BATCHES_TOTAL,
+                "Batches written to Redis.",
+            )),
+        );
+        let errors = register(
+            &registry,
+            must(IntCounterVec::new(
+                Opts::new(names::ERRORS_TOTAL, "Errors by kind."),
+                &["kind"],
+            )),
+        );
+        let redis_write = register(
+            &registry,
+            must(Histogram::with_opts(
+                HistogramOpts::new(
+                    names::REDIS_WRITE_SECONDS,
+                    "Latency of one batch write to Redis, seconds.",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
+            )),
+        );
+        let event_age = register(
+            &registry,
+            must(Histogram::with_opts(
+                HistogramOpts::new(
+                    names::EVENT_AGE_SECONDS,
+                    "Event age from its Kafka timestamp to its write to Redis, seconds.",
+                )
+                .buckets(vec![
+                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+                    300.0,
+                ]),
+            )),
+        );
+        let last_event_age = register(
+            &registry,
+            must(Gauge::new(
+                names::LAST_EVENT_AGE_SECONDS,
+                "Age of the newest written event at its write, seconds.",
+            )),
+        );
+        let lag = register(
+            &registry,
+            must(IntGaugeVec::new(
+                Opts::new(names::CONSUMER_LAG, "Consumer lag by partition, records."),
+                &["partition"],
+            )),
+        );
+        let assigned = register(
+            &registry,
+            must(IntGauge::new(
+                names::ASSIGNED_PARTITIONS,
+                "Partitions assigned to this sidecar.",
+            )),
+        );
         Self {
             registry,
             consumed,
@@ -124,6 +140,7 @@ impl Telemetry {
             assigned,
             redis_ok: AtomicBool::new(false),
             kafka_error: Mutex::new(None),
+            kafka_error_set: AtomicBool::new(false),
         }
     }
 
@@ -146,7 +163,15 @@ impl Telemetry {
 
     /// Records a Kafka client error (cleared when records flow again).
     pub fn set_kafka_error(&self, error: Option<String>) {
-        *self.kafka_error.lock().unwrap_or_else(|p| p.into_inner()) = error;
+        let mut slot = self.kafka_error.lock().unwrap_or_else(|p| p.into_inner());
+        self.kafka_error_set
+            .store(error.is_some(), Ordering::Relaxed);
+        *slot = error;
+    }
+
+    /// Whether a Kafka client error stands (cheap: no lock, no copy).
+    pub fn has_kafka_error(&self) -> bool {
+        self.kafka_error_set.load(Ordering::Relaxed)
     }
 
     /// The last Kafka client error, if it still stands.

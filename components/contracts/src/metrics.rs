@@ -81,6 +81,15 @@ pub mod sidecar_field {
     }
 }
 
+/// Registers a collector and hands it back. Registering freshly made, uniquely named
+/// collectors cannot fail; this keeps that assumption in one place.
+pub fn register<C: prometheus::core::Collector + Clone + 'static>(registry: &Registry, c: C) -> C {
+    registry
+        .register(Box::new(c.clone()))
+        .expect("unique metric names");
+    c
+}
+
 /// What `/metrics` renders, read from Redis.
 #[derive(Debug, Clone, Default)]
 pub struct Snapshot {
@@ -99,19 +108,13 @@ pub struct Snapshot {
 /// Renders the snapshot in the Prometheus text format 0.0.4.
 pub fn render(s: &Snapshot) -> String {
     let registry = Registry::new();
-    // Registering freshly made, uniquely named collectors cannot fail; `build` keeps
-    // that assumption in one place.
-    fn build<C: prometheus::core::Collector + Clone + 'static>(r: &Registry, c: C) -> C {
-        r.register(Box::new(c.clone()))
-            .expect("unique metric names");
-        c
-    }
-    let gauge = |name, help| build(&registry, IntGauge::new(name, help).expect("valid name"));
-    let counter = |name, help| build(&registry, IntCounter::new(name, help).expect("valid name"));
+    let gauge = |name, help| register(&registry, IntGauge::new(name, help).expect("valid name"));
+    let counter =
+        |name, help| register(&registry, IntCounter::new(name, help).expect("valid name"));
 
     gauge(names::SSE_CLIENTS, "Open SSE streams.").set(s.sse_clients.max(0));
     counter(names::MESSAGES_TOTAL, "Events written to SSE clients.").inc_by(s.messages_total);
-    let requests = build(
+    let requests = register(
         &registry,
         IntCounterVec::new(
             Opts::new(
@@ -142,7 +145,7 @@ pub fn render(s: &Snapshot) -> String {
         names::LAST_EVENT_AGE_SECONDS,
         "Age of the newest written event when it was written, in seconds.",
     );
-    let errors = build(
+    let errors = register(
         &registry,
         IntCounterVec::new(
             Opts::new(names::ERRORS_TOTAL, "Sidecar errors by kind."),
@@ -150,7 +153,7 @@ pub fn render(s: &Snapshot) -> String {
         )
         .expect("valid name"),
     );
-    let lag = build(
+    let lag = register(
         &registry,
         IntGaugeVec::new(
             Opts::new(
