@@ -6,8 +6,8 @@ use crate::procs::{spawn, until};
 use anyhow::Result;
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
-use crm_events_host::mock_kafka::Kafka;
-use crm_events_host::redis_server::RedisServer;
+use crm_events_harness::mock_kafka::Kafka;
+use crm_events_harness::redis_server::RedisServer;
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "aetherlink.events";
@@ -120,7 +120,7 @@ pub async fn run(a: Args) -> Result<()> {
     let consume_rate = consume_only(&kafka.brokers(), a.events).await?;
 
     // The relay: the release sidecar drains the backlog.
-    let metrics_port = crm_events_host::redis_server::free_port()?;
+    let metrics_port = crm_events_harness::redis_server::free_port()?;
     let sidecar = spawn(
         "crm-events-sidecar",
         &[],

@@ -4,9 +4,9 @@
 
 use crate::procs::{rss_bytes, spawn, until};
 use anyhow::{Context, Result};
-use crm_events_host::mock_kafka::Kafka;
-use crm_events_host::redis_server::{free_port, RedisServer};
-use crm_events_host::sse_client::SseClient;
+use crm_events_harness::mock_kafka::Kafka;
+use crm_events_harness::redis_server::{free_port, RedisServer};
+use crm_events_harness::sse_client::SseClient;
 use std::time::Duration;
 
 const TOPIC: &str = "aetherlink.events";

@@ -1,7 +1,6 @@
 //! Records become envelopes, envelopes become batches.
 
 use crm_events_contracts::envelope::{encode_record, RawRecord};
-use crm_events_contracts::keys::Keys;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::BTreeMap;
 
@@ -81,17 +80,6 @@ impl Batch {
         }
         last
     }
-
-    /// The script arguments: `field, offset, envelope` per event.
-    pub fn script_args<'a>(&'a self, topic: &'a str) -> impl Iterator<Item = [String; 3]> + 'a {
-        self.events.iter().map(move |e| {
-            [
-                Keys::offsets_field(topic, e.partition),
-                e.offset.to_string(),
-                e.envelope.clone(),
-            ]
-        })
-    }
 }
 
 #[cfg(test)]
@@ -116,10 +104,5 @@ mod tests {
         assert_eq!(last[&0], 6);
         assert_eq!(last[&1], 2);
         assert_eq!(last[&2], 9);
-        let args: Vec<_> = b.script_args("t").collect();
-        assert_eq!(
-            args[1],
-            ["t/1".to_string(), "2".to_string(), "{}".to_string()]
-        );
     }
 }

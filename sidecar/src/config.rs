@@ -7,34 +7,46 @@
 //! sets `security.protocol`), so SASL and TLS clusters work.
 
 use clap::Args;
+use crm_events_contracts::config::{
+    DEFAULT_KAFKA_BROKERS, DEFAULT_KAFKA_GROUP, DEFAULT_KAFKA_TOPIC,
+};
+use crm_events_contracts::keys::DEFAULT_PREFIX;
 use std::time::Duration;
 
 /// Environment prefix of librdkafka pass-through properties.
 pub const KAFKA_PROP_PREFIX: &str = "KAFKA_PROP_";
 
+/// Where Kafka is: shared by `run` and `produce`.
+#[derive(Args, Debug, Clone)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers.
+    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
+    pub brokers: String,
+    /// Topic.
+    #[arg(long = "kafka-topic", env = "KAFKA_TOPIC", default_value = DEFAULT_KAFKA_TOPIC)]
+    pub topic: String,
+    /// Extra librdkafka property, key=value (repeatable); see also KAFKA_PROP_*.
+    #[arg(long = "kafka-config", value_parser = parse_property)]
+    pub properties: Vec<(String, String)>,
+}
+
 /// How the relay consumes and writes.
 #[derive(Args, Debug, Clone)]
 pub struct RelayConfig {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "kafka:9092")]
-    pub kafka_brokers: String,
-    /// Topic to relay.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "aetherlink.events")]
-    pub kafka_topic: String,
+    /// Brokers, topic, librdkafka properties.
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Consumer group.
-    #[arg(long, env = "KAFKA_GROUP", default_value = "crm-events-sse")]
+    #[arg(long, env = "KAFKA_GROUP", default_value = DEFAULT_KAFKA_GROUP)]
     pub kafka_group: String,
     /// Where a group with no committed offset starts: earliest or latest.
     #[arg(long, env = "KAFKA_OFFSET_RESET", default_value = "earliest")]
     pub kafka_offset_reset: String,
-    /// Extra librdkafka property, key=value (repeatable); see also KAFKA_PROP_*.
-    #[arg(long = "kafka-config", value_parser = parse_property)]
-    pub kafka_config: Vec<(String, String)>,
     /// Redis URL (redis:// or rediss://, with credentials if needed).
     #[arg(long, env = "REDIS_URL", default_value = "redis://redis:6379")]
     pub redis_url: String,
     /// Prefix of every Redis key; must match the app's key_prefix.
-    #[arg(long, env = "KEY_PREFIX", default_value = crm_events_contracts::keys::DEFAULT_PREFIX)]
+    #[arg(long, env = "KEY_PREFIX", default_value = DEFAULT_PREFIX)]
     pub key_prefix: String,
     /// Length of the Redis stream (history kept for resume); it may exceed this by 1%
     /// between trims. 0 keeps everything.
@@ -70,7 +82,7 @@ impl RelayConfig {
     /// (later wins).
     pub fn kafka_properties(&self) -> Vec<(String, String)> {
         let mut props = vec![
-            ("bootstrap.servers".to_string(), self.kafka_brokers.clone()),
+            ("bootstrap.servers".to_string(), self.kafka.brokers.clone()),
             ("group.id".to_string(), self.kafka_group.clone()),
             (
                 "auto.offset.reset".to_string(),
@@ -95,7 +107,7 @@ impl RelayConfig {
             ),
         ];
         props.extend(env_properties(std::env::vars()));
-        props.extend(self.kafka_config.iter().cloned());
+        props.extend(self.kafka.properties.iter().cloned());
         props
     }
 }

@@ -10,7 +10,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use crm_events_sidecar::config::{parse_property, RelayConfig};
+use crm_events_sidecar::config::{KafkaArgs, RelayConfig};
 use crm_events_sidecar::demo;
 use crm_events_sidecar::telemetry::Telemetry;
 use std::io::Read;
@@ -54,12 +54,8 @@ struct RunArgs {
 
 #[derive(clap::Args, Debug)]
 struct ProduceArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long, env = "KAFKA_BROKERS", default_value = "kafka:9092")]
-    kafka_brokers: String,
-    /// Topic.
-    #[arg(long, env = "KAFKA_TOPIC", default_value = "aetherlink.events")]
-    kafka_topic: String,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Record key (default: the event's "Type").
     #[arg(long)]
     key: Option<String>,
@@ -69,9 +65,6 @@ struct ProduceArgs {
     /// Send the value as given, without checking that it is JSON.
     #[arg(long)]
     raw: bool,
-    /// Extra librdkafka property, key=value (repeatable).
-    #[arg(long = "kafka-config", value_parser = parse_property)]
-    kafka_config: Vec<(String, String)>,
     /// The event JSON; read from standard input when absent.
     value: Option<String>,
 }
@@ -97,23 +90,7 @@ async fn run(mut args: RunArgs) -> Result<()> {
 
     // The embedded broker must outlive the relay.
     let _embedded = if args.embedded_kafka {
-        let kafka = demo::EmbeddedKafka::start(&args.relay.kafka_topic, 3)?;
-        args.relay.kafka_brokers = kafka.brokers();
-        // The embedded broker holds a waiting fetch to its end even when data arrives.
-        args.relay
-            .kafka_config
-            .insert(0, ("fetch.wait.max.ms".to_string(), "5".to_string()));
-        tracing::info!(brokers = %kafka.brokers(), topic = %args.relay.kafka_topic, "embedded Kafka broker started");
-        if args.demo_rate > 0 {
-            let producer = demo::producer(&kafka.brokers(), &[])?;
-            tokio::spawn(demo::run_demo_producer(
-                producer,
-                args.relay.kafka_topic.clone(),
-                args.demo_rate,
-            ));
-            tracing::info!(rate = args.demo_rate, "demo producer started");
-        }
-        Some(kafka)
+        Some(start_embedded(&mut args)?)
     } else {
         None
     };
@@ -123,6 +100,28 @@ async fn run(mut args: RunArgs) -> Result<()> {
         tracing::error!(error = format!("{e:#}"), "sidecar stopped with an error");
     }
     result
+}
+
+/// Starts the in-memory broker (and the demo producer) and points the relay at it.
+fn start_embedded(args: &mut RunArgs) -> Result<demo::EmbeddedKafka> {
+    let kafka = demo::EmbeddedKafka::start(&args.relay.kafka.topic, 3)?;
+    args.relay.kafka.brokers = kafka.brokers();
+    // The embedded broker holds a waiting fetch to its end even when data arrives.
+    args.relay
+        .kafka
+        .properties
+        .insert(0, ("fetch.wait.max.ms".to_string(), "5".to_string()));
+    tracing::info!(brokers = %kafka.brokers(), topic = %args.relay.kafka.topic, "embedded Kafka broker started");
+    if args.demo_rate > 0 {
+        let producer = demo::producer(&kafka.brokers(), &[])?;
+        tokio::spawn(demo::run_demo_producer(
+            producer,
+            args.relay.kafka.topic.clone(),
+            args.demo_rate,
+        ));
+        tracing::info!(rate = args.demo_rate, "demo producer started");
+    }
+    Ok(kafka)
 }
 
 async fn produce(args: ProduceArgs) -> Result<()> {
@@ -145,10 +144,10 @@ async fn produce(args: ProduceArgs) -> Result<()> {
             v.get("Type").and_then(|t| t.as_str()).map(str::to_string)
         }
     };
-    let producer = demo::producer(&args.kafka_brokers, &args.kafka_config)?;
+    let producer = demo::producer(&args.kafka.brokers, &args.kafka.properties)?;
     let (partition, offset) = demo::produce_one(
         &producer,
-        &args.kafka_topic,
+        &args.kafka.topic,
         key.as_deref(),
         args.partition,
         value.trim_end_matches(['\n', '\r']).as_bytes(),
@@ -156,7 +155,7 @@ async fn produce(args: ProduceArgs) -> Result<()> {
     .await?;
     println!(
         "{{\"topic\":\"{}\",\"partition\":{partition},\"offset\":{offset}}}",
-        args.kafka_topic
+        args.kafka.topic
     );
     Ok(())
 }

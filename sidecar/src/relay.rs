@@ -20,12 +20,17 @@ use crate::writer::{self, Writer};
 use anyhow::{Context, Result};
 use crm_events_contracts::keys::Keys;
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+/// When the writer must stop retrying: unset while running, set at shutdown.
+type GiveUpAt = Arc<Mutex<Option<Instant>>>;
 
 /// Runs the relay until `shutdown` resolves.
 pub async fn run(
@@ -41,107 +46,187 @@ pub async fn run(
     };
     telemetry.set_redis_ok(true);
     tracing::info!(redis = %redact(&config.redis_url), "connected to Redis");
+    let consumer = subscribe(&config, &keys, &telemetry)?;
 
-    let consumer = Arc::new(
-        consumer::create(
-            &config.kafka_properties(),
-            &config.redis_url,
-            keys.clone(),
-            telemetry.clone(),
-        )
-        .context("creating the Kafka consumer")?,
-    );
-    consumer
-        .subscribe(&[&config.kafka_topic])
-        .with_context(|| format!("subscribing to {}", config.kafka_topic))?;
-    tracing::info!(brokers = %config.kafka_brokers, topic = %config.kafka_topic, group = %config.kafka_group, "consuming");
-
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_heartbeat, stop_rx) = watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat_loop(
-        conn.clone(),
+        conn,
         keys.clone(),
         telemetry.clone(),
         config.heartbeat_ttl_seconds,
         stop_rx,
     ));
-
-    let give_up_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let give_up_at = GiveUpAt::default();
     let (tx, rx) = mpsc::channel::<Batch>(2);
-    // The writer's own connection: WATCH is per connection.
-    let writer_conn = writer::connect(&config.redis_url, None).await?;
-    let writer_task = tokio::spawn(write_loop(
-        rx,
-        writer_conn,
-        consumer.clone(),
-        Writer::new(keys.clone(), &config.kafka_topic, config.stream_maxlen),
-        config.kafka_topic.clone(),
-        telemetry.clone(),
-        give_up_at.clone(),
-    ));
+    let writer = spawn_writer(&config, keys, &consumer, &telemetry, rx, &give_up_at).await?;
 
-    let max = config.batch_max as usize;
-    let mut batch = Batch::with_capacity(max);
-    let mut deadline: Option<tokio::time::Instant> = None;
-    let mut writer_gone = false;
-    loop {
-        tokio::select! {
-            biased;
-            _ = &mut shutdown => break,
-            _ = sleep_until(deadline), if deadline.is_some() => {
-                deadline = None;
-                if tx.send(std::mem::replace(&mut batch, Batch::with_capacity(max))).await.is_err() {
-                    writer_gone = true;
-                    break;
-                }
-            }
-            msg = consumer.recv() => match msg {
-                Ok(m) => {
-                    telemetry.consumed.inc();
-                    if telemetry.has_kafka_error() {
-                        telemetry.set_kafka_error(None);
-                    }
-                    batch.events.push(Event::from_message(&m, config.max_value_bytes));
-                    if batch.len() == 1 {
-                        deadline = Some(tokio::time::Instant::now() + config.linger());
-                    }
-                    if batch.len() >= max {
-                        deadline = None;
-                        if tx.send(std::mem::replace(&mut batch, Batch::with_capacity(max))).await.is_err() {
-                            writer_gone = true;
-                            break;
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "Kafka receive error");
-                    telemetry.errors.with_label_values(&["kafka"]).inc();
-                    telemetry.set_kafka_error(Some(e.to_string()));
-                }
-            }
-        }
-    }
+    let pending = consume(&config, &consumer, &telemetry, &tx, &mut shutdown).await;
 
-    // Graceful stop: write what was read, commit, leave.
     let timeout = Duration::from_secs(config.shutdown_timeout_seconds);
     *give_up_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + timeout);
-    tracing::info!(pending = batch.len(), "stopping: writing the last batch");
-    if !writer_gone && !batch.is_empty() {
-        let _ = tokio::time::timeout(timeout, tx.send(batch)).await;
+    let written = finish_writes(tx, pending, writer, timeout).await;
+    let _ = stop_heartbeat.send(true);
+    let _ = heartbeat.await;
+    written?;
+    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+        // Nothing consumed since the last commit, or the group is gone: the
+        // watermark in Redis is the source of truth either way.
+        tracing::debug!(error = %e, "final commit");
+    }
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
+
+/// Creates the consumer and subscribes it to the topic.
+fn subscribe(
+    config: &RelayConfig,
+    keys: &Keys,
+    telemetry: &Arc<Telemetry>,
+) -> Result<Arc<RelayConsumer>> {
+    let consumer = consumer::create(
+        &config.kafka_properties(),
+        &config.redis_url,
+        keys.clone(),
+        telemetry.clone(),
+    )
+    .context("creating the Kafka consumer")?;
+    consumer
+        .subscribe(&[&config.kafka.topic])
+        .with_context(|| format!("subscribing to {}", config.kafka.topic))?;
+    tracing::info!(brokers = %config.kafka.brokers, topic = %config.kafka.topic, group = %config.kafka_group, "consuming");
+    Ok(Arc::new(consumer))
+}
+
+/// Starts the writer task on a connection of its own (`WATCH` is per connection).
+async fn spawn_writer(
+    config: &RelayConfig,
+    keys: Keys,
+    consumer: &Arc<RelayConsumer>,
+    telemetry: &Arc<Telemetry>,
+    rx: mpsc::Receiver<Batch>,
+    give_up_at: &GiveUpAt,
+) -> Result<JoinHandle<Result<()>>> {
+    let conn = writer::connect(&config.redis_url, None).await?;
+    let writer = Writer::new(keys, &config.kafka.topic, config.stream_maxlen);
+    Ok(tokio::spawn(write_loop(
+        rx,
+        conn,
+        consumer.clone(),
+        writer,
+        telemetry.clone(),
+        give_up_at.clone(),
+    )))
+}
+
+/// The batch being filled, and when it must go.
+struct Batcher {
+    batch: Batch,
+    max: usize,
+    linger: Duration,
+    deadline: Option<tokio::time::Instant>,
+}
+
+impl Batcher {
+    fn new(max: usize, linger: Duration) -> Self {
+        Self {
+            batch: Batch::with_capacity(max),
+            max,
+            linger,
+            deadline: None,
+        }
+    }
+
+    /// Adds an event; returns the batch when it is full.
+    fn push(&mut self, event: Event) -> Option<Batch> {
+        self.batch.events.push(event);
+        if self.batch.len() == 1 {
+            self.deadline = Some(tokio::time::Instant::now() + self.linger);
+        }
+        (self.batch.len() >= self.max).then(|| self.take())
+    }
+
+    /// The batch so far, leaving an empty one.
+    fn take(&mut self) -> Batch {
+        self.deadline = None;
+        std::mem::replace(&mut self.batch, Batch::with_capacity(self.max))
+    }
+}
+
+/// What the consumer loop leaves for the graceful stop.
+struct Pending {
+    batch: Batch,
+    writer_gone: bool,
+}
+
+/// Reads Kafka into batches and hands them to the writer until `shutdown`.
+async fn consume(
+    config: &RelayConfig,
+    consumer: &RelayConsumer,
+    telemetry: &Telemetry,
+    tx: &mpsc::Sender<Batch>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Pending {
+    let mut batcher = Batcher::new(config.batch_max as usize, config.linger());
+    loop {
+        let full = tokio::select! {
+            biased;
+            _ = shutdown.as_mut() => break,
+            _ = sleep_until(batcher.deadline), if batcher.deadline.is_some() => Some(batcher.take()),
+            msg = consumer.recv() => match msg {
+                Ok(m) => batcher.push(received(&m, telemetry, config.max_value_bytes)),
+                Err(e) => {
+                    kafka_error(telemetry, e);
+                    None
+                }
+            }
+        };
+        if let Some(batch) = full {
+            if tx.send(batch).await.is_err() {
+                return Pending {
+                    batch: Batch::default(),
+                    writer_gone: true,
+                };
+            }
+        }
+    }
+    Pending {
+        batch: batcher.take(),
+        writer_gone: false,
+    }
+}
+
+/// Counts a consumed record and turns it into an event.
+fn received(m: &BorrowedMessage<'_>, telemetry: &Telemetry, max_value_bytes: usize) -> Event {
+    telemetry.consumed.inc();
+    if telemetry.has_kafka_error() {
+        telemetry.set_kafka_error(None);
+    }
+    Event::from_message(m, max_value_bytes)
+}
+
+fn kafka_error(telemetry: &Telemetry, e: rdkafka::error::KafkaError) {
+    tracing::warn!(error = %e, "Kafka receive error");
+    telemetry.errors.with_label_values(&["kafka"]).inc();
+    telemetry.set_kafka_error(Some(e.to_string()));
+}
+
+/// Hands the last batch to the writer and waits for it, within `timeout`.
+async fn finish_writes(
+    tx: mpsc::Sender<Batch>,
+    pending: Pending,
+    writer: JoinHandle<Result<()>>,
+    timeout: Duration,
+) -> Result<()> {
+    tracing::info!(
+        pending = pending.batch.len(),
+        "stopping: writing the last batch"
+    );
+    if !pending.writer_gone && !pending.batch.is_empty() {
+        let _ = tokio::time::timeout(timeout, tx.send(pending.batch)).await;
     }
     drop(tx);
-    let written = tokio::time::timeout(timeout + Duration::from_secs(1), writer_task).await;
-    let _ = stop_tx.send(true);
-    let _ = heartbeat.await;
-    match written {
-        Ok(Ok(Ok(()))) => {
-            if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-                // Nothing consumed since the last commit, or the group is gone:
-                // the watermark in Redis is the source of truth either way.
-                tracing::debug!(error = %e, "final commit");
-            }
-            tracing::info!("stopped cleanly");
-            Ok(())
-        }
+    match tokio::time::timeout(timeout + Duration::from_secs(1), writer).await {
+        Ok(Ok(Ok(()))) => Ok(()),
         Ok(Ok(Err(e))) => Err(e).context("writer stopped with a batch it could not write (it was not committed and will be read again)"),
         Ok(Err(e)) => Err(e).context("writer task failed"),
         Err(_) => anyhow::bail!("the last batch did not reach Redis within {timeout:?}; it was not committed and will be read again"),
@@ -155,14 +240,14 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// Writes each batch, then commits its offsets: only then may Kafka forget them.
 async fn write_loop(
     mut rx: mpsc::Receiver<Batch>,
     mut conn: ConnectionManager,
     consumer: Arc<RelayConsumer>,
     mut writer: Writer,
-    topic: String,
     telemetry: Arc<Telemetry>,
-    give_up_at: Arc<Mutex<Option<Instant>>>,
+    give_up_at: GiveUpAt,
 ) -> Result<()> {
     while let Some(batch) = rx.recv().await {
         if batch.is_empty() {
@@ -174,37 +259,22 @@ async fn write_loop(
             telemetry.set_redis_ok(false);
         };
         let (written, latency) = writer.write(&mut conn, &batch, give_up, on_error).await?;
-        telemetry.set_redis_ok(true);
-        telemetry.redis_write.observe(latency.as_secs_f64());
-        telemetry.batches.inc();
-        telemetry.written.inc_by(written);
-        observe_ages(&telemetry, &batch);
-
-        // Only now may Kafka forget these records.
-        let mut tpl = TopicPartitionList::new();
-        for (partition, offset) in batch.last_offsets() {
-            let _ = tpl.add_partition_offset(&topic, partition, Offset::Offset(offset + 1));
-        }
-        if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
-            telemetry.errors.with_label_values(&["commit"]).inc();
-            tracing::warn!(error = %e, "offset commit failed (the Redis watermark still prevents duplicates)");
-        }
+        telemetry.observe_write(&batch, written, latency);
+        commit(&consumer, writer.topic(), &batch, &telemetry);
     }
     Ok(())
 }
 
-fn observe_ages(telemetry: &Telemetry, batch: &Batch) {
-    let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
-    let mut last = None;
-    for e in &batch.events {
-        if let Some(ts) = e.timestamp {
-            let age = ((now_ms as i64 - ts).max(0)) as f64 / 1000.0;
-            telemetry.event_age.observe(age);
-            last = Some(age);
-        }
+/// Commits the offsets after the batch (asynchronously: the watermark in Redis is
+/// what prevents duplicates; the commit only saves re-reading).
+fn commit(consumer: &RelayConsumer, topic: &str, batch: &Batch, telemetry: &Telemetry) {
+    let mut tpl = TopicPartitionList::new();
+    for (partition, offset) in batch.last_offsets() {
+        let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1));
     }
-    if let Some(age) = last {
-        telemetry.last_event_age.set(age);
+    if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
+        telemetry.errors.with_label_values(&["commit"]).inc();
+        tracing::warn!(error = %e, "offset commit failed (the Redis watermark still prevents duplicates)");
     }
 }
 
@@ -241,12 +311,35 @@ pub fn redact(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn redacts_credentials() {
         assert_eq!(
-            super::redact("redis://:secret@redis:6379/0"),
+            redact("redis://:secret@redis:6379/0"),
             "redis://***@redis:6379/0"
         );
-        assert_eq!(super::redact("redis://redis:6379"), "redis://redis:6379");
+        assert_eq!(redact("redis://redis:6379"), "redis://redis:6379");
+    }
+
+    fn event(offset: i64) -> Event {
+        Event {
+            partition: 0,
+            offset,
+            timestamp: None,
+            envelope: "{}".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn batcher_hands_over_full_batches_and_sets_a_deadline_on_the_first_event() {
+        let mut b = Batcher::new(3, Duration::from_millis(2));
+        assert!(b.deadline.is_none());
+        assert!(b.push(event(0)).is_none());
+        assert!(b.deadline.is_some());
+        assert!(b.push(event(1)).is_none());
+        let full = b.push(event(2)).expect("full at 3");
+        assert_eq!(full.len(), 3);
+        assert!(b.deadline.is_none() && b.batch.is_empty());
     }
 }

@@ -2,14 +2,13 @@
 //! the health facts behind `/readyz`, and the heartbeat plus metrics mirror it
 //! keeps in Redis for the Spin app.
 
+use crate::batch::Batch;
 use crm_events_contracts::keys::Keys;
-use crm_events_contracts::metrics::{names, register, sidecar_field};
-use prometheus::{
-    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry,
-};
+use crm_events_contracts::metrics::{self as m, sidecar_field};
+use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
+use std::time::Duration;
 
 /// The sidecar's metrics and health state, shared by its tasks.
 pub struct Telemetry {
@@ -38,11 +37,6 @@ pub struct Telemetry {
     kafka_error_set: AtomicBool,
 }
 
-fn must<T>(r: prometheus::Result<T>) -> T {
-    // Names and labels here are constants; a failure is a programming error.
-    r.expect("valid metric definition")
-}
-
 impl Default for Telemetry {
     fn default() -> Self {
         Self::new()
@@ -50,105 +44,48 @@ impl Default for Telemetry {
 }
 
 impl Telemetry {
-    /// Registers every metric.
+    /// Registers every sidecar family, as the shared crate defines it.
     pub fn new() -> Self {
         let registry = Registry::new();
-        let consumed = register(
-            &registry,
-            must(IntCounter::new(
-                names::EVENTS_CONSUMED_TOTAL,
-                "Kafka records consumed.",
-            )),
-        );
-        let written = register(
-            &registry,
-            must(IntCounter::new(
-                names::EVENTS_WRITTEN_TOTAL,
-                "Events written to the Redis stream.",
-            )),
-        );
-        let batches = register(
-            &registry,
-            must(IntCounter::new(
-                names::BATCHES_TOTAL,
-                "Batches written to Redis.",
-            )),
-        );
-        let errors = register(
-            &registry,
-            must(IntCounterVec::new(
-                Opts::new(names::ERRORS_TOTAL, "Errors by kind."),
-                &["kind"],
-            )),
-        );
-        let redis_write = register(
-            &registry,
-            must(Histogram::with_opts(
-                HistogramOpts::new(
-                    names::REDIS_WRITE_SECONDS,
-                    "Latency of one batch write to Redis, seconds.",
-                )
-                .buckets(vec![
-                    0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                ]),
-            )),
-        );
-        let event_age = register(
-            &registry,
-            must(Histogram::with_opts(
-                HistogramOpts::new(
-                    names::EVENT_AGE_SECONDS,
-                    "Event age from its Kafka timestamp to its write to Redis, seconds.",
-                )
-                .buckets(vec![
-                    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
-                    300.0,
-                ]),
-            )),
-        );
-        let last_event_age = register(
-            &registry,
-            must(Gauge::new(
-                names::LAST_EVENT_AGE_SECONDS,
-                "Age of the newest written event at its write, seconds.",
-            )),
-        );
-        let lag = register(
-            &registry,
-            must(IntGaugeVec::new(
-                Opts::new(names::CONSUMER_LAG, "Consumer lag by partition, records."),
-                &["partition"],
-            )),
-        );
-        let assigned = register(
-            &registry,
-            must(IntGauge::new(
-                names::ASSIGNED_PARTITIONS,
-                "Partitions assigned to this sidecar.",
-            )),
-        );
         Self {
+            consumed: m::EVENTS_CONSUMED_TOTAL.int_counter(&registry),
+            written: m::EVENTS_WRITTEN_TOTAL.int_counter(&registry),
+            batches: m::BATCHES_TOTAL.int_counter(&registry),
+            errors: m::ERRORS_TOTAL.int_counter_vec(&registry),
+            redis_write: m::REDIS_WRITE_SECONDS.histogram(&registry),
+            event_age: m::EVENT_AGE_SECONDS.histogram(&registry),
+            last_event_age: m::LAST_EVENT_AGE_SECONDS.gauge(&registry),
+            lag: m::CONSUMER_LAG.int_gauge_vec(&registry),
+            assigned: m::ASSIGNED_PARTITIONS.int_gauge(&registry),
             registry,
-            consumed,
-            written,
-            batches,
-            errors,
-            redis_write,
-            event_age,
-            last_event_age,
-            lag,
-            assigned,
             redis_ok: AtomicBool::new(false),
             kafka_error: Mutex::new(None),
             kafka_error_set: AtomicBool::new(false),
         }
     }
 
+    /// Records a batch that reached Redis: latency, counts, and the events' ages.
+    pub fn observe_write(&self, batch: &Batch, written: u64, latency: Duration) {
+        self.set_redis_ok(true);
+        self.redis_write.observe(latency.as_secs_f64());
+        self.batches.inc();
+        self.written.inc_by(written);
+        let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
+        let ages = batch.events.iter().filter_map(|e| e.timestamp);
+        let mut newest = None;
+        for ts in ages {
+            let age = (now_ms as i64 - ts).max(0) as f64 / 1000.0;
+            self.event_age.observe(age);
+            newest = Some(age);
+        }
+        if let Some(age) = newest {
+            self.last_event_age.set(age);
+        }
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
-        let mut out = Vec::new();
-        must(prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out));
-        String::from_utf8(out).unwrap_or_default()
+        m::encode(&self.registry)
     }
 
     /// Records whether the last Redis operation worked.
@@ -200,39 +137,28 @@ impl Telemetry {
 
     /// The `(field, value)` pairs mirrored into Redis for the Spin `/metrics`.
     pub fn mirror_fields(&self) -> Vec<(String, String)> {
-        let mut fields = vec![
-            (
-                sidecar_field::EVENTS_CONSUMED.to_string(),
-                self.consumed.get().to_string(),
-            ),
-            (
-                sidecar_field::EVENTS_WRITTEN.to_string(),
-                self.written.get().to_string(),
-            ),
-            (
-                sidecar_field::BATCHES.to_string(),
-                self.batches.get().to_string(),
-            ),
-            (
-                sidecar_field::LAST_EVENT_AGE.to_string(),
-                self.last_event_age.get().to_string(),
-            ),
-        ];
-        for family in self.registry.gather() {
-            let name = family.name();
-            for m in family.get_metric() {
-                let label = m.get_label().first().map(|l| l.value().to_string());
-                match (name, label) {
-                    (names::CONSUMER_LAG, Some(p)) => fields.push((
-                        sidecar_field::lag(p.parse().unwrap_or(-1)),
-                        m.get_gauge().get_value().to_string(),
-                    )),
-                    (names::ERRORS_TOTAL, Some(kind)) => fields.push((
-                        sidecar_field::errors(&kind),
-                        m.get_counter().get_value().to_string(),
-                    )),
-                    _ => {}
-                }
+        use prometheus::core::Collector;
+        let mut fields: Vec<(String, String)> = [
+            (sidecar_field::EVENTS_CONSUMED, self.consumed.get() as f64),
+            (sidecar_field::EVENTS_WRITTEN, self.written.get() as f64),
+            (sidecar_field::BATCHES, self.batches.get() as f64),
+            (sidecar_field::LAST_EVENT_AGE, self.last_event_age.get()),
+        ]
+        .into_iter()
+        .map(|(field, value)| (field.to_string(), value.to_string()))
+        .collect();
+        for family in self.lag.collect().iter().chain(&self.errors.collect()) {
+            for metric in family.get_metric() {
+                let Some(label) = metric.get_label().first() else {
+                    continue;
+                };
+                fields.push(if family.name() == m::CONSUMER_LAG.name {
+                    let lag = metric.get_gauge().get_value();
+                    (sidecar_field::lag(label.value()), lag.to_string())
+                } else {
+                    let errors = metric.get_counter().get_value();
+                    (sidecar_field::errors(label.value()), errors.to_string())
+                });
             }
         }
         fields
@@ -265,7 +191,9 @@ mod tests {
         t.consumed.inc_by(3);
         t.lag.with_label_values(&["2"]).set(7);
         t.errors.with_label_values(&["redis"]).inc();
+        t.last_event_age.set(0.25);
         let fields = t.mirror_fields();
+        assert!(fields.contains(&("last_event_age_seconds".into(), "0.25".into())));
         assert!(fields.contains(&("events_consumed_total".into(), "3".into())));
         assert!(fields.contains(&("lag:2".into(), "7".into())));
         assert!(fields.contains(&("errors_total:redis".into(), "1".into())));

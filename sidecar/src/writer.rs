@@ -16,7 +16,7 @@
 //! the ids it added, so a trim costs one `XTRIM MINID`; only after a restart, before
 //! it has written `STREAM_MAXLEN` entries itself, does it read the old ids back.
 
-use crate::batch::Batch;
+use crate::batch::{Batch, Event};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -73,34 +73,20 @@ impl Writer {
         }
     }
 
+    /// The topic whose watermarks this writer keeps.
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// One attempt; returns how many events were new to the stream.
     pub async fn write_once(
         &mut self,
         conn: &mut ConnectionManager,
         batch: &Batch,
     ) -> redis::RedisResult<u64> {
-        let offsets_key = self.keys.offsets();
-        let partitions: Vec<i32> = batch.last_offsets().into_keys().collect();
-        let fields: Vec<String> = partitions
-            .iter()
-            .map(|p| Keys::offsets_field(&self.topic, *p))
-            .collect();
         loop {
-            let () = redis::cmd("WATCH")
-                .arg(&offsets_key)
-                .query_async(conn)
-                .await?;
-            let marks: Vec<Option<i64>> = redis::cmd("HMGET")
-                .arg(&offsets_key)
-                .arg(&fields)
-                .query_async(conn)
-                .await?;
-            let marks: BTreeMap<i32, i64> = partitions
-                .iter()
-                .copied()
-                .zip(marks.into_iter().map(|m| m.unwrap_or(-1)))
-                .collect();
-            let fresh: Vec<&crate::batch::Event> = batch
+            let marks = self.watch_watermarks(conn, batch).await?;
+            let fresh: Vec<&Event> = batch
                 .events
                 .iter()
                 .filter(|e| e.offset > marks.get(&e.partition).copied().unwrap_or(-1))
@@ -109,52 +95,12 @@ impl Writer {
                 let () = redis::cmd("UNWATCH").query_async(conn).await?;
                 return Ok(0);
             }
-            let mut tx = redis::pipe();
-            tx.atomic();
-            let stream = self.keys.stream();
-            for e in &fresh {
-                tx.cmd("XADD")
-                    .arg(&stream)
-                    .arg("*")
-                    .arg(ENVELOPE_FIELD)
-                    .arg(&e.envelope);
-            }
-            let mut new_marks = marks.clone();
-            for e in &fresh {
-                new_marks.insert(e.partition, e.offset);
-            }
-            let pairs: Vec<(String, i64)> = new_marks
-                .iter()
-                .filter(|(p, m)| marks.get(p) != Some(m))
-                .map(|(p, m)| (Keys::offsets_field(&self.topic, *p), *m))
-                .collect();
-            tx.hset_multiple(&offsets_key, &pairs).ignore();
-            let mut payload = String::with_capacity(
-                fresh.iter().map(|e| e.envelope.len() + 1).sum::<usize>() + 2,
-            );
-            payload.push('[');
-            for (i, e) in fresh.iter().enumerate() {
-                if i > 0 {
-                    payload.push(',');
-                }
-                payload.push_str(&e.envelope);
-            }
-            payload.push(']');
-            tx.publish(self.keys.channel(), payload).ignore();
-            tx.xlen(&stream);
+            let tx = self.transaction(&fresh);
             match tx.query_async::<Value>(conn).await? {
                 // Another writer moved a watermark: read them again.
                 Value::Nil => continue,
                 Value::Array(results) => {
-                    let (len, ids) = results.split_last().unwrap_or((&Value::Nil, &[]));
-                    for id in ids {
-                        if let Value::BulkString(b) = id {
-                            self.remember(String::from_utf8_lossy(b).into_owned());
-                        }
-                    }
-                    if let Value::Int(len) = len {
-                        self.trim_if_due(conn, *len as u64).await?;
-                    }
+                    self.after_exec(conn, &results).await?;
                     return Ok(fresh.len() as u64);
                 }
                 other => {
@@ -166,6 +112,79 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// `WATCH`es the watermark hash and reads the watermarks of the batch's
+    /// partitions (-1 where none is set yet).
+    async fn watch_watermarks(
+        &self,
+        conn: &mut ConnectionManager,
+        batch: &Batch,
+    ) -> redis::RedisResult<BTreeMap<i32, i64>> {
+        let offsets_key = self.keys.offsets();
+        let partitions: Vec<i32> = batch.last_offsets().into_keys().collect();
+        let fields: Vec<String> = partitions
+            .iter()
+            .map(|p| Keys::offsets_field(&self.topic, *p))
+            .collect();
+        let () = redis::cmd("WATCH")
+            .arg(&offsets_key)
+            .query_async(conn)
+            .await?;
+        let marks: Vec<Option<i64>> = redis::cmd("HMGET")
+            .arg(&offsets_key)
+            .arg(&fields)
+            .query_async(conn)
+            .await?;
+        Ok(partitions
+            .into_iter()
+            .zip(marks.into_iter().map(|m| m.unwrap_or(-1)))
+            .collect())
+    }
+
+    /// The `MULTI`/`EXEC`: an `XADD` per fresh event, the moved watermarks, the
+    /// `PUBLISH` of the batch, and `XLEN` (to know when to trim).
+    fn transaction(&self, fresh: &[&Event]) -> redis::Pipeline {
+        let mut tx = redis::pipe();
+        tx.atomic();
+        let stream = self.keys.stream();
+        let mut moved: BTreeMap<i32, i64> = BTreeMap::new();
+        for e in fresh {
+            tx.cmd("XADD")
+                .arg(&stream)
+                .arg("*")
+                .arg(ENVELOPE_FIELD)
+                .arg(&e.envelope);
+            // Fresh events are above their watermark: the last one per partition is
+            // the new watermark.
+            moved.insert(e.partition, e.offset);
+        }
+        let pairs: Vec<(String, i64)> = moved
+            .iter()
+            .map(|(p, m)| (Keys::offsets_field(&self.topic, *p), *m))
+            .collect();
+        tx.hset_multiple(self.keys.offsets(), &pairs).ignore();
+        tx.publish(self.keys.channel(), batch_json(fresh)).ignore();
+        tx.xlen(&stream);
+        tx
+    }
+
+    /// Remembers the ids `EXEC` returned and trims when the stream is due.
+    async fn after_exec(
+        &mut self,
+        conn: &mut ConnectionManager,
+        results: &[Value],
+    ) -> redis::RedisResult<()> {
+        let (len, ids) = results.split_last().unwrap_or((&Value::Nil, &[]));
+        for id in ids {
+            if let Value::BulkString(b) = id {
+                self.remember(String::from_utf8_lossy(b).into_owned());
+            }
+        }
+        if let Value::Int(len) = len {
+            self.trim_if_due(conn, *len as u64).await?;
+        }
+        Ok(())
     }
 
     fn remember(&mut self, id: String) {
@@ -255,6 +274,21 @@ impl Writer {
     }
 }
 
+/// The envelopes as one JSON array (the `PUBLISH` payload), without a JSON tree.
+fn batch_json(events: &[&Event]) -> String {
+    let mut payload =
+        String::with_capacity(events.iter().map(|e| e.envelope.len() + 1).sum::<usize>() + 2);
+    payload.push('[');
+    for (i, e) in events.iter().enumerate() {
+        if i > 0 {
+            payload.push(',');
+        }
+        payload.push_str(&e.envelope);
+    }
+    payload.push(']');
+    payload
+}
+
 /// Connects a [`ConnectionManager`] (it reconnects by itself afterwards), retrying
 /// with backoff until Redis answers or `give_up_at` passes.
 pub async fn connect(url: &str, give_up_at: Option<Instant>) -> anyhow::Result<ConnectionManager> {
@@ -283,6 +317,19 @@ pub async fn connect(url: &str, give_up_at: Option<Instant>) -> anyhow::Result<C
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn batch_json_is_an_array_of_the_envelopes() {
+        let e = |envelope: &str| Event {
+            partition: 0,
+            offset: 0,
+            timestamp: None,
+            envelope: envelope.into(),
+        };
+        let (a, b) = (e(r#"{"a":1}"#), e("{}"));
+        assert_eq!(batch_json(&[&a, &b]), r#"[{"a":1},{}]"#);
+        assert_eq!(batch_json(&[]), "[]");
+    }
 
     #[test]
     fn backoff_doubles_and_caps() {

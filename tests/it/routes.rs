@@ -5,7 +5,7 @@ mod common;
 
 use common::{client, App};
 use crm_events_contracts::keys::Keys;
-use crm_events_host::redis_server::RedisServer;
+use crm_events_harness::redis_server::RedisServer;
 use redis::Commands;
 use serde_json::Value;
 
@@ -112,6 +112,13 @@ async fn metrics_count_requests_and_pass_promtool() {
     }
     client().get(app.url("/readyz")).send().await.unwrap();
     client().get(app.url("/no-such-page")).send().await.unwrap();
+    client()
+        .get(app.url("/ops/crm-events"))
+        .send()
+        .await
+        .unwrap();
+    client().post(app.url("/crm-events")).send().await.unwrap();
+    client().get(app.url("/healthz")).send().await.unwrap();
     let resp = client().get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(
@@ -123,8 +130,11 @@ async fn metrics_count_requests_and_pass_promtool() {
         r#"crm_events_http_requests_total{method="GET",path="/"} 3"#,
         r#"crm_events_http_requests_total{method="GET",path="/readyz"} 1"#,
         r#"crm_events_http_requests_total{method="GET",path="other"} 1"#,
+        r#"crm_events_http_requests_total{method="GET",path="/ops/crm-events"} 1"#,
+        r#"crm_events_http_requests_total{method="POST",path="/crm-events"} 1"#,
         r#"crm_events_http_requests_total{method="GET",path="/metrics"} 1"#,
         "crm_events_sse_clients 0",
+        "crm_events_sse_max_clients 900",
         "crm_events_messages_total 0",
         "crm_events_sidecar_up 0",
     ] {
@@ -144,31 +154,10 @@ async fn metrics_count_requests_and_pass_promtool() {
         .await
         .unwrap();
     assert!(text.contains(r#"crm_events_http_requests_total{method="GET",path="/metrics"} 2"#));
+    // Liveness never touches Redis, so it is the one route not counted.
+    assert!(!text.contains(r#"path="/healthz""#), "{text}");
 
-    if let Ok(mut child) = std::process::Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-    {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
-        assert!(
-            out.status.success(),
-            "promtool check metrics: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    } else {
-        eprintln!("promtool not installed: skipped its check");
-    }
+    crm_events_harness::tools::promtool(&["check", "metrics"], &text);
 }
 
 #[tokio::test]
@@ -190,14 +179,7 @@ fn spin_toml_agrees_with_the_contracts() {
         &Default::default(),
     )
     .expect("spin.toml loads with its defaults");
-    for path in [
-        routes::INFO,
-        routes::HEALTHZ,
-        routes::READYZ,
-        routes::METRICS,
-        routes::EVENTS,
-        routes::VIEWER,
-    ] {
+    for path in routes::ALL {
         assert!(manifest.route(path).is_some(), "no component serves {path}");
     }
     let sse = &manifest.components["sse"];
@@ -235,4 +217,41 @@ fn spin_toml_agrees_with_the_contracts() {
             );
         }
     }
+}
+
+/// The README's route table lists exactly the routes `spin.toml` triggers, each with
+/// the component that serves it.
+#[test]
+fn readme_route_table_matches_spin_toml() {
+    let manifest = crm_events_host::manifest::Manifest::load(
+        &common::root().join("spin.toml"),
+        &Default::default(),
+    )
+    .unwrap();
+    let mut in_manifest: Vec<(String, String)> = manifest
+        .routes
+        .iter()
+        .map(|(route, component)| (route.pattern(), component.clone()))
+        .collect();
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let table = readme
+        .split("\n## Routes\n")
+        .nth(1)
+        .expect("README has a ## Routes section");
+    let mut in_readme: Vec<(String, String)> = table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .skip(2)
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(|c| c.trim().trim_matches('`')).collect();
+            (cells[1].to_string(), cells[2].to_string())
+        })
+        .collect();
+    in_manifest.sort();
+    in_readme.sort();
+    assert_eq!(
+        in_readme, in_manifest,
+        "README ## Routes vs spin.toml triggers"
+    );
 }

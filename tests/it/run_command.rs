@@ -4,8 +4,8 @@
 
 mod common;
 
-use crm_events_host::redis_server::free_port;
-use crm_events_host::sse_client::SseClient;
+use crm_events_harness::redis_server::free_port;
+use crm_events_harness::sse_client::SseClient;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 

@@ -9,8 +9,8 @@ use common::stream::{
     assert_all_relayed_exactly_once, entries, len, wait_for, wait_for_watermarks,
 };
 use crm_events_contracts::keys::Keys;
-use crm_events_host::mock_kafka::Kafka;
-use crm_events_host::redis_server::RedisServer;
+use crm_events_harness::mock_kafka::Kafka;
+use crm_events_harness::redis_server::RedisServer;
 use std::time::Duration;
 
 const TOPIC: &str = "aetherlink.events";
@@ -132,7 +132,9 @@ async fn health_metrics_and_graceful_stop() {
     let redis = RedisServer::start().unwrap();
     let kafka = Kafka::start(TOPIC, 3);
     let per = kafka.send_events(90, 3, 0);
-    let mut sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &[]);
+    // A 3 s heartbeat TTL: the metrics mirror is refreshed every second.
+    let settings = [("HEARTBEAT_TTL_SECONDS", "3")];
+    let mut sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
     let keys = Keys::default();
     let url = redis.url();
     let marks = last_offsets(&per);
@@ -190,13 +192,21 @@ async fn health_metrics_and_graceful_stop() {
         .query(&mut conn)
         .unwrap();
     assert!(ttl > 0, "heartbeat TTL {ttl}");
-    let consumed: Option<String> = redis::cmd("HGET")
-        .arg(keys.sidecar_metrics())
-        .arg("events_consumed_total")
-        .query(&mut conn)
-        .unwrap();
-    let consumed = consumed.expect("mirrored counter");
-    assert!(consumed == "90" || consumed.parse::<u64>().unwrap() <= 90);
+    let mirrored = |field: &str| -> Option<String> {
+        redis::cmd("HGET")
+            .arg(keys.sidecar_metrics())
+            .arg(field)
+            .query(&mut redis.connection().unwrap())
+            .unwrap()
+    };
+    wait_for(
+        "the mirror to show all 90 consumed events",
+        Duration::from_secs(15),
+        || mirrored("events_consumed_total").as_deref() == Some("90"),
+    );
+    assert_eq!(mirrored("events_written_total").as_deref(), Some("90"));
+    let age: f64 = mirrored("last_event_age_seconds").unwrap().parse().unwrap();
+    assert!((0.0..60.0).contains(&age), "last event age {age}");
 
     // SIGTERM: exits 0 within the shutdown bound.
     sidecar.terminate();
@@ -239,7 +249,7 @@ async fn an_unreachable_kafka_is_retried_and_visible_in_health() {
     // Nothing listens on this port.
     let nowhere = format!(
         "127.0.0.1:{}",
-        crm_events_host::redis_server::free_port().unwrap()
+        crm_events_harness::redis_server::free_port().unwrap()
     );
     let mut sidecar = Sidecar::start(&redis.url(), &nowhere, TOPIC, &[]);
     let client = common::client();

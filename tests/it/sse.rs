@@ -7,9 +7,9 @@ use common::sidecar::Sidecar;
 use common::{client, App};
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
-use crm_events_host::mock_kafka::Kafka;
-use crm_events_host::redis_server::RedisServer;
-use crm_events_host::sse_client::SseClient;
+use crm_events_harness::mock_kafka::Kafka;
+use crm_events_harness::redis_server::RedisServer;
+use crm_events_harness::sse_client::SseClient;
 use serde_json::Value;
 use std::time::Duration;
 
@@ -506,4 +506,47 @@ async fn a_redis_outage_ends_the_stream_cleanly_and_resume_is_exact_after() {
         got[0].0, second,
         "the event written during the reconnect is not lost"
     );
+}
+
+/// The whole path with a non-default key prefix on both sides: events flow, the app
+/// is ready, the metrics see the sidecar, and no key outside the prefix is written.
+#[tokio::test]
+async fn a_custom_key_prefix_is_used_end_to_end_and_nothing_escapes_it() {
+    const PREFIX: &str = "acme-crm";
+    let redis = RedisServer::start().unwrap();
+    let kafka = Kafka::start(TOPIC, 3);
+    let app = App::start(&redis, &[("key_prefix", PREFIX)]).await;
+    let _sidecar = Sidecar::start(
+        &redis.url(),
+        &kafka.brokers(),
+        TOPIC,
+        &[("KEY_PREFIX", PREFIX), ("HEARTBEAT_TTL_SECONDS", "3")],
+    );
+    let mut c = SseClient::connect(&app.url("/crm-events"), &[]).await;
+    assert_eq!(c.next_json(T).await.unwrap().1["kind"], "connected");
+    kafka.send_events(30, 3, 0);
+    assert_eq!(c.domain_events(30, T).await.len(), 30);
+    drop(c);
+
+    let ready = client().get(app.url("/readyz")).send().await.unwrap();
+    assert_eq!(ready.status().as_u16(), 200, "{:?}", ready.text().await);
+    wait_metric(&app, "crm_events_sidecar_events_written_total ", 30.0).await;
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.connection().unwrap())
+        .unwrap();
+    let outside: Vec<&String> = keys
+        .iter()
+        .filter(|k| !k.starts_with(&format!("{PREFIX}:")))
+        .collect();
+    assert!(outside.is_empty(), "keys outside {PREFIX}: {outside:?}");
+    let custom = Keys::new(PREFIX);
+    for key in [
+        custom.stream(),
+        custom.offsets(),
+        custom.heartbeat(),
+        custom.http_requests(),
+    ] {
+        assert!(keys.contains(&key), "{key} missing from {keys:?}");
+    }
 }

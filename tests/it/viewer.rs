@@ -7,8 +7,8 @@
 mod common;
 
 use common::sidecar::Sidecar;
-use crm_events_host::mock_kafka::Kafka;
-use crm_events_host::redis_server::{free_port, RedisServer};
+use crm_events_harness::mock_kafka::Kafka;
+use crm_events_harness::redis_server::{free_port, RedisServer};
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -17,13 +17,8 @@ const TOPIC: &str = "aetherlink.events";
 
 /// The app as its own process (so stopping it really drops the browser's stream).
 fn start_app(port: u16, redis: &RedisServer) -> Child {
-    let bin = common::root().join("target/debug/crm-events-host");
-    assert!(
-        bin.exists(),
-        "{} is missing: cargo build --bins (make test does)",
-        bin.display()
-    );
-    let child = Command::new(bin)
+    crm_events_harness::app::build_components();
+    let child = Command::new(crm_events_harness::app::binary("crm-events-host"))
         .args([
             "--manifest",
             common::root().join("spin.toml").to_str().unwrap(),
@@ -33,10 +28,7 @@ fn start_app(port: u16, redis: &RedisServer) -> Child {
         .args(["--variable", "retry_ms=500"])
         .args([
             "--cache-dir",
-            common::root()
-                .join("target/crm-events-host-cache")
-                .to_str()
-                .unwrap(),
+            crm_events_harness::app::cache_dir().to_str().unwrap(),
         ])
         .env("RUST_LOG", "error")
         .stdout(Stdio::null())

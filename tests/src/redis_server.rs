@@ -66,11 +66,6 @@ impl RedisServer {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
-    /// The port.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
     /// Kills the server at once (SIGKILL), as a crash or a network cut would.
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

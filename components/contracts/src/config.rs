@@ -36,6 +36,9 @@ pub const DEFAULT_KAFKA_BROKERS: &str = "kafka:9092";
 pub const DEFAULT_KAFKA_TOPIC: &str = "aetherlink.events";
 /// Default of [`KAFKA_GROUP`].
 pub const DEFAULT_KAFKA_GROUP: &str = "crm-events-sse";
+/// Default of [`MAX_CLIENTS`]: below Spin's default cap of 1,000 live instances, so
+/// health checks and scrapes still get an instance when every stream is open.
+pub const DEFAULT_MAX_CLIENTS: u64 = 900;
 /// Default of [`REDIS_ADDRESS`].
 pub const DEFAULT_REDIS_ADDRESS: &str = "redis://127.0.0.1:6379";
 
@@ -129,8 +132,7 @@ pub struct SseConfig {
     pub keepalive_seconds: u64,
     /// Seconds after which a stream ends cleanly (0 = never, default 0).
     pub max_stream_seconds: u64,
-    /// Concurrent streams allowed (0 = unlimited, default 900: below Spin's default
-    /// cap of 1,000 live instances, so health and metrics requests still get one).
+    /// Concurrent streams allowed (0 = unlimited, default [`DEFAULT_MAX_CLIENTS`]).
     pub max_clients: u64,
     /// `retry:` sent to clients, ms (default 3000).
     pub retry_ms: u64,
@@ -147,7 +149,7 @@ impl SseConfig {
             common: CommonConfig::load(vars),
             keepalive_seconds: number(vars, KEEPALIVE_SECONDS, 15, 1, 300)?,
             max_stream_seconds: number(vars, MAX_STREAM_SECONDS, 0, 0, 86_400 * 7)?,
-            max_clients: number(vars, MAX_CLIENTS, 900, 0, 10_000_000)?,
+            max_clients: number(vars, MAX_CLIENTS, DEFAULT_MAX_CLIENTS, 0, 10_000_000)?,
             retry_ms: number(vars, RETRY_MS, 3000, 0, 3_600_000)?,
             read_count: number(vars, READ_COUNT, 500, 1, 10_000)?,
             cors: Cors::parse(&text(vars, CORS_ALLOWED_ORIGINS, "")),

@@ -2,9 +2,9 @@
 //!
 //! Spin flattens a nested reply into one list (arrays are spliced in, `nil` and `OK`
 //! are dropped). Stream entries have exactly one field ([`crate::keys::ENVELOPE_FIELD`]),
-//! so a flattened `XREAD` reply is `[stream, id, field, value, id, field, value, …]` and
-//! a flattened `XRANGE` reply is the same without the stream name. These functions
-//! turn those lists back into entries, and read `XINFO STREAM`'s leading key/value pairs.
+//! so a flattened `XREAD` reply is `[stream, id, field, value, id, field, value, …]`.
+//! These functions turn those lists back into entries, and read `XINFO STREAM`'s
+//! leading key/value pairs.
 
 use crate::keys::ENVELOPE_FIELD;
 use crate::stream_id::StreamId;
@@ -62,12 +62,6 @@ pub fn parse_xread(items: &[Reply]) -> Result<Vec<Entry>, ShapeError> {
         None => Ok(Vec::new()),
         Some((_stream_name, rest)) => parse_triples(rest),
     }
-}
-
-/// Parses a flattened `XRANGE`/`XREVRANGE` reply.
-pub fn parse_xrange(items: &[Reply]) -> Result<Vec<Entry>, ShapeError> {
-    let items: Vec<&Reply> = items.iter().filter(|r| **r != Reply::Nil).collect();
-    parse_triples(&items)
 }
 
 fn parse_triples(items: &[&Reply]) -> Result<Vec<Entry>, ShapeError> {
@@ -183,10 +177,10 @@ mod tests {
 
     #[test]
     fn foreign_entries_are_an_error_not_a_misread() {
-        let items = vec![b("1-0"), b("a"), b("1"), b("b")];
-        assert!(parse_xrange(&items).is_err());
-        let items = vec![b("1-0"), b("other"), b("1")];
-        assert!(parse_xrange(&items).is_err());
+        let items = vec![b("s"), b("1-0"), b("a"), b("1"), b("b")];
+        assert!(parse_xread(&items).is_err());
+        let items = vec![b("s"), b("1-0"), b("other"), b("1")];
+        assert!(parse_xread(&items).is_err());
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! does not). Handlers stay thin: they read variables, talk to Redis and build
 //! responses through these helpers, and make every decision in the other modules.
 
-use crate::config::Variables;
+use crate::config::{CommonConfig, Variables};
+use crate::http::Refusal;
 use crate::keys::Keys;
 use crate::reply::Reply;
 use spin_sdk::http::{Fields, Method, OutgoingResponse, Request, Response, ResponseOutparam};
@@ -19,10 +20,50 @@ impl Variables for SpinVariables {
     }
 }
 
-/// A Redis failure, with Spin's error rendered as text.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("redis: {0}")]
-pub struct RedisError(pub String);
+/// A Redis failure, by what went wrong.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RedisError {
+    /// No connection could be opened (Redis down, unreachable, or the address is not
+    /// in `allowed_outbound_hosts`).
+    #[error("redis: cannot connect: {0}")]
+    Connection(String),
+    /// A command failed: Redis answered with an error, or the connection broke while
+    /// it ran. Spin's interface (`fermyon:spin/redis@2.0.0`) reports both as one
+    /// `other(string)`, so they cannot be told apart here.
+    #[error("redis: {command} failed: {message}")]
+    Reply {
+        /// The command.
+        command: String,
+        /// What Spin said.
+        message: String,
+    },
+    /// Redis answered, but not in the shape crm-events writes and expects.
+    #[error("redis: unexpected reply to {command}: {detail}")]
+    Protocol {
+        /// The command.
+        command: String,
+        /// What was wrong with the reply.
+        detail: String,
+    },
+}
+
+impl RedisError {
+    /// A reply of the wrong shape.
+    pub fn protocol(command: &str, detail: impl std::fmt::Display) -> Self {
+        Self::Protocol {
+            command: command.to_string(),
+            detail: detail.to_string(),
+        }
+    }
+}
+
+/// Spin's error as text (its `Debug` names the variant, e.g. `InvalidAddress`).
+fn spin_message(e: spin_sdk::redis::Error) -> String {
+    match e {
+        spin_sdk::redis::Error::Other(message) => message,
+        other => format!("{other:?}"),
+    }
+}
 
 /// One outbound Redis connection (Spin opens a dedicated connection per `open`).
 pub struct Redis {
@@ -34,7 +75,7 @@ impl Redis {
     pub fn open(address: &str) -> Result<Self, RedisError> {
         Connection::open(address)
             .map(|conn| Self { conn })
-            .map_err(|e| RedisError(format!("{e:?}")))
+            .map_err(|e| RedisError::Connection(spin_message(e)))
     }
 
     /// Runs a command; arguments are sent as binary strings.
@@ -46,7 +87,10 @@ impl Redis {
         let results = self
             .conn
             .execute(command, &args)
-            .map_err(|e| RedisError(format!("{e:?}")))?;
+            .map_err(|e| RedisError::Reply {
+                command: command.to_string(),
+                message: spin_message(e),
+            })?;
         Ok(results
             .into_iter()
             .map(|r| match r {
@@ -61,24 +105,25 @@ impl Redis {
     /// Runs a command whose reply is one integer.
     pub fn run_int(&self, command: &str, args: &[&str]) -> Result<i64, RedisError> {
         let reply = self.run(command, args)?;
-        reply
-            .first()
-            .and_then(Reply::as_int)
-            .ok_or_else(|| RedisError(format!("{command}: expected an integer, got {reply:?}")))
+        reply.first().and_then(Reply::as_int).ok_or_else(|| {
+            RedisError::protocol(command, format!("expected an integer, got {reply:?}"))
+        })
     }
 
-    /// Counts one request in `crm_events_http_requests_total`.
-    pub fn count_request(&self, keys: &Keys, method: &str, path: &str) -> Result<(), RedisError> {
-        let field = crate::http::request_counter_field(method, path);
-        self.run("HINCRBY", &[&keys.http_requests(), &field, "1"])
-            .map(|_| ())
+    /// Counts one request in `crm_events_http_requests_total`, best effort (see
+    /// [`crate::metrics::HTTP_REQUESTS_TOTAL`] for the rule).
+    pub fn count_request(&self, keys: &Keys, method: &Method, path: &str) {
+        let field = crate::http::request_counter_field(&method.to_string(), path);
+        // A metrics write must never fail the request it counts.
+        let _ = self.run("HINCRBY", &[&keys.http_requests(), &field, "1"]);
     }
 }
 
-/// Counts a request, best effort: a metrics write must never fail the request.
-pub fn count_request_best_effort(address: &str, keys: &Keys, method: &str, path: &str) {
-    if let Ok(redis) = Redis::open(address) {
-        let _ = redis.count_request(keys, method, path);
+/// Counts a request for a component that needs no Redis connection of its own: opens
+/// one, counts, closes. Best effort, like [`Redis::count_request`].
+pub fn count_request(config: &CommonConfig, method: &Method, path: &str) {
+    if let Ok(redis) = Redis::open(&config.redis_address) {
+        redis.count_request(&config.keys, method, path);
     }
 }
 
@@ -87,10 +132,7 @@ pub fn reject_unless_get(req: &Request) -> Option<Response> {
     if matches!(req.method(), Method::Get | Method::Head) {
         return None;
     }
-    let mut r = json_response(
-        405,
-        crate::http::error_body("method_not_allowed", "use GET", &[]),
-    );
+    let mut r = refusal_response(&Refusal::new(405, "method_not_allowed", "use GET"));
     r.set_header("allow", "GET, HEAD");
     Some(r)
 }
@@ -105,20 +147,30 @@ pub fn json_response(status: u16, body: String) -> Response {
         .build()
 }
 
+/// A complete response for a refusal.
+pub fn refusal_response(refusal: &Refusal) -> Response {
+    let mut builder = Response::builder();
+    builder.status(refusal.status);
+    for (name, value) in refusal.headers() {
+        builder.header(name, value);
+    }
+    builder.body(refusal.body()).build()
+}
+
 /// Headers for a streamed response.
-pub fn fields(headers: &[(&str, &str)]) -> Fields {
+pub fn fields(headers: &[(&str, String)]) -> Fields {
     let list: Vec<(String, Vec<u8>)> = headers
         .iter()
         .map(|(k, v)| (k.to_string(), v.as_bytes().to_vec()))
         .collect();
-    Fields::from_list(&list).expect("static header names are valid")
+    Fields::from_list(&list).expect("header names are static and values come from config")
 }
 
 /// Sends a complete response through a streaming handler's outparam.
 pub async fn send_whole(
     out: ResponseOutparam,
     status: u16,
-    headers: &[(&str, &str)],
+    headers: &[(&str, String)],
     body: String,
 ) {
     let response = OutgoingResponse::new(fields(headers));
@@ -126,4 +178,11 @@ pub async fn send_whole(
     let _ = response.set_status_code(status);
     // The client may already be gone; there is nobody left to tell.
     let _ = out.set_with_body(response, body.into_bytes()).await;
+}
+
+/// Sends a refusal through a streaming handler's outparam, with extra headers.
+pub async fn send_refusal(out: ResponseOutparam, extra: &[(&str, String)], refusal: &Refusal) {
+    let mut headers = extra.to_vec();
+    headers.extend(refusal.headers());
+    send_whole(out, refusal.status, &headers, refusal.body()).await
 }

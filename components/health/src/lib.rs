@@ -1,54 +1,56 @@
 //! The `health` component: `/healthz` (liveness) and `/readyz` (readiness).
 //!
 //! Liveness answers from the instance alone and never touches Redis, so a Redis
-//! outage cannot get the app restarted. Readiness checks that Redis answers and that
-//! the sidecar's heartbeat key is present (it carries a TTL, so present means fresh);
-//! on failure it answers 503 naming each failed check.
+//! outage cannot get the app restarted (and so it is the one route not counted in
+//! `crm_events_http_requests_total`). Readiness checks that Redis answers and that the
+//! sidecar's heartbeat key is present (it carries a TTL, so present means fresh); on
+//! failure it answers 503 naming each failed check.
 
 use crm_events_contracts::config::CommonConfig;
 use crm_events_contracts::http::routes;
-use crm_events_contracts::spin_glue::{json_response, reject_unless_get, Redis, SpinVariables};
+use crm_events_contracts::spin_glue::{
+    json_response, reject_unless_get, Redis, RedisError, SpinVariables,
+};
+use serde_json::{json, Map, Value};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    if let Some(r) = reject_unless_get(&req) {
-        return r;
+    if req.path() == routes::HEALTHZ {
+        return reject_unless_get(&req)
+            .unwrap_or_else(|| json_response(200, json!({"ok": true}).to_string()));
     }
-    match req.path() {
-        routes::HEALTHZ => json_response(200, r#"{"ok":true}"#.to_string()),
-        _ => readiness(&req.method().to_string()),
+    let config = CommonConfig::load(&SpinVariables);
+    let redis = Redis::open(&config.redis_address);
+    if let Ok(r) = &redis {
+        r.count_request(&config.keys, req.method(), routes::READYZ);
     }
+    reject_unless_get(&req).unwrap_or_else(|| readiness(&config, redis))
 }
 
-fn readiness(method: &str) -> Response {
-    let config = CommonConfig::load(&SpinVariables);
-    let mut checks = serde_json::Map::new();
-    let mut failed = Vec::new();
-    match Redis::open(&config.redis_address).and_then(|redis| {
-        let _ = redis.count_request(&config.keys, method, routes::READYZ);
-        redis.run_int("EXISTS", &[&config.keys.heartbeat()])
-    }) {
-        Ok(n) => {
+fn readiness(config: &CommonConfig, redis: Result<Redis, RedisError>) -> Response {
+    let mut checks = Map::new();
+    let heartbeat = redis.and_then(|r| r.run_int("EXISTS", &[&config.keys.heartbeat()]));
+    let failed = match heartbeat {
+        Ok(n) if n > 0 => {
             checks.insert("redis".into(), "ok".into());
-            if n > 0 {
-                checks.insert("sidecar".into(), "ok".into());
-            } else {
-                checks.insert(
-                    "sidecar".into(),
-                    "no fresh heartbeat: the sidecar is not running or cannot reach Redis".into(),
-                );
-                failed.push("sidecar");
-            }
+            checks.insert("sidecar".into(), "ok".into());
+            vec![]
+        }
+        Ok(_) => {
+            checks.insert("redis".into(), "ok".into());
+            let why = "no fresh heartbeat: the sidecar is not running or cannot reach Redis";
+            checks.insert("sidecar".into(), why.into());
+            vec!["sidecar"]
         }
         Err(e) => {
-            checks.insert("redis".into(), e.to_string().into());
+            checks.insert("redis".into(), Value::from(e.to_string()));
             checks.insert("sidecar".into(), "unknown: Redis is unavailable".into());
-            failed.push("redis");
+            vec!["redis"]
         }
-    }
+    };
     let ok = failed.is_empty();
-    let body = serde_json::json!({ "ok": ok, "checks": checks, "failed": failed });
+    let body = json!({ "ok": ok, "checks": checks, "failed": failed });
     json_response(if ok { 200 } else { 503 }, body.to_string())
 }

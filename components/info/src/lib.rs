@@ -2,9 +2,9 @@
 //! component claims (`/...` in `spin.toml`) gets a JSON 404.
 
 use crm_events_contracts::config::CommonConfig;
-use crm_events_contracts::http::{error_body, routes};
+use crm_events_contracts::http::{routes, Refusal};
 use crm_events_contracts::spin_glue::{
-    count_request_best_effort, json_response, reject_unless_get, SpinVariables,
+    count_request, json_response, refusal_response, reject_unless_get, SpinVariables,
 };
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
@@ -12,19 +12,13 @@ use spin_sdk::http_component;
 #[http_component]
 fn handle(req: Request) -> Response {
     let config = CommonConfig::load(&SpinVariables);
-    let method = req.method().to_string();
     let path = req.path().to_string();
-    count_request_best_effort(&config.redis_address, &config.keys, &method, &path);
-
+    count_request(&config, req.method(), &path);
     if path != routes::INFO {
-        return json_response(
-            404,
-            error_body(
-                "not_found",
-                "no such route",
-                &[("path", path.into()), ("routes", known_routes())],
-            ),
-        );
+        let refusal = Refusal::new(404, "not_found", "no such route")
+            .with("path", path)
+            .with("routes", routes::ALL);
+        return refusal_response(&refusal);
     }
     if let Some(r) = reject_unless_get(&req) {
         return r;
@@ -37,18 +31,7 @@ fn handle(req: Request) -> Response {
         "kafka_brokers": config.kafka_brokers,
         "topic": config.topic,
         "group": config.group,
-        "routes": known_routes(),
+        "routes": routes::ALL,
     });
     json_response(200, body.to_string())
-}
-
-fn known_routes() -> serde_json::Value {
-    serde_json::json!([
-        routes::INFO,
-        routes::HEALTHZ,
-        routes::READYZ,
-        routes::METRICS,
-        routes::EVENTS,
-        routes::VIEWER
-    ])
 }

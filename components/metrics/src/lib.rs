@@ -5,40 +5,46 @@
 //! increment, and the headline numbers the sidecar mirrors. This component reads
 //! them and renders them with `crm_events_contracts::metrics`.
 
-use crm_events_contracts::config::CommonConfig;
-use crm_events_contracts::http::{error_body, routes, PROMETHEUS_TEXT};
+use crm_events_contracts::config::SseConfig;
+use crm_events_contracts::http::{routes, Refusal, PROMETHEUS_TEXT};
 use crm_events_contracts::metrics::{render, Snapshot};
 use crm_events_contracts::reply::Reply;
 use crm_events_contracts::spin_glue::{
-    json_response, reject_unless_get, Redis, RedisError, SpinVariables,
+    refusal_response, reject_unless_get, Redis, RedisError, SpinVariables,
 };
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
 #[http_component]
 fn handle(req: Request) -> Response {
+    let config = match SseConfig::load(&SpinVariables) {
+        Ok(c) => c,
+        Err(e) => return refusal_response(&Refusal::new(500, "configuration", e.to_string())),
+    };
+    let redis = Redis::open(&config.common.redis_address);
+    if let Ok(r) = &redis {
+        r.count_request(&config.common.keys, req.method(), routes::METRICS);
+    }
     if let Some(r) = reject_unless_get(&req) {
         return r;
     }
-    let config = CommonConfig::load(&SpinVariables);
-    match snapshot(&config, &req.method().to_string()) {
+    match redis.and_then(|r| snapshot(&r, &config)) {
         Ok(s) => Response::builder()
             .status(200)
             .header("content-type", PROMETHEUS_TEXT)
             .header("cache-control", "no-store")
             .body(render(&s))
             .build(),
-        Err(e) => json_response(503, error_body("redis_unavailable", &e.to_string(), &[])),
+        Err(e) => refusal_response(&Refusal::redis_unavailable(e)),
     }
 }
 
-fn snapshot(config: &CommonConfig, method: &str) -> Result<Snapshot, RedisError> {
-    let keys = &config.keys;
-    let redis = Redis::open(&config.redis_address)?;
-    redis.count_request(keys, method, routes::METRICS)?;
-    let now_ms = redis_time_ms(&redis)?;
+fn snapshot(redis: &Redis, config: &SseConfig) -> Result<Snapshot, RedisError> {
+    let keys = &config.common.keys;
+    let now_ms = redis_time_ms(redis)?;
     Ok(Snapshot {
         sse_clients: redis.run_int("ZCOUNT", &[&keys.sse_leases(), &now_ms.to_string(), "+inf"])?,
+        max_clients: config.max_clients,
         messages_total: redis
             .run("GET", &[&keys.messages_total()])?
             .first()
@@ -62,7 +68,7 @@ fn redis_time_ms(redis: &Redis) -> Result<i64, RedisError> {
         t.get(1).and_then(Reply::as_int),
     ) {
         (Some(s), Some(us)) => Ok(s * 1000 + us / 1000),
-        _ => Err(RedisError(format!("TIME: unexpected reply {t:?}"))),
+        _ => Err(RedisError::protocol("TIME", format!("{t:?}"))),
     }
 }
 

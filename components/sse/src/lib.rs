@@ -1,151 +1,159 @@
 //! The `sse` component: `GET /crm-events`, the live, resumable, filtered stream.
 //!
 //! One request is one component instance (WASI 0.2), held for as long as the stream
-//! is open. The handler validates the request, takes a client lease, resolves where
-//! to start ([`position`]), sends the headers, and then [`relay`]s the Redis stream:
-//! `XREAD BLOCK` on a connection of its own, so new events go out within one Redis
-//! round trip and the block time doubles as the keepalive interval.
+//! is open. The handler reads the sequence a stream goes through:
+//!
+//! 1. **parse** the request ([`SseRequest`]: resume position, filters); a malformed
+//!    one is answered `400` before anything else happens;
+//! 2. **lease** a client slot ([`lease`]): `max_clients` across every instance;
+//! 3. **resume**: decide where the stream starts ([`position`]), reporting lost
+//!    history as a `gap`;
+//! 4. **tail** the Redis stream ([`relay`]): `XREAD BLOCK` on a connection of its own,
+//!    so new events go out within one Redis round trip and the block time doubles as
+//!    the keepalive interval.
 
 mod lease;
 mod position;
 mod relay;
 
 use crm_events_contracts::config::SseConfig;
-use crm_events_contracts::http::{error_body, routes, EVENT_STREAM, JSON};
-use crm_events_contracts::request::SseRequest;
-use crm_events_contracts::spin_glue::{send_whole, Redis, SpinVariables};
+use crm_events_contracts::http::{routes, Refusal};
+use crm_events_contracts::request::{Filters, SseRequest};
+use crm_events_contracts::resume::Start;
+use crm_events_contracts::spin_glue::{send_refusal, send_whole, Redis, SpinVariables};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 
+/// What the handler takes from the request before deciding anything.
+struct Call {
+    method: Method,
+    query: String,
+    last_event_id: Option<String>,
+    /// CORS headers every answer carries (empty unless the origin is allowed).
+    cors: Vec<(&'static str, String)>,
+}
+
+impl Call {
+    fn read(req: &IncomingRequest, config: &SseConfig) -> Self {
+        let header = |name: &str| {
+            req.headers()
+                .get(name)
+                .first()
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
+        let path_with_query = req.path_with_query().unwrap_or_default();
+        let mut cors = Vec::new();
+        if let Some(origin) = config.cors.allow_origin(header("origin").as_deref()) {
+            cors.push(("access-control-allow-origin", origin));
+            cors.push(("vary", "origin".to_string()));
+        }
+        Self {
+            method: req.method(),
+            query: path_with_query
+                .split_once('?')
+                .map_or("", |(_, q)| q)
+                .to_string(),
+            last_event_id: header("last-event-id"),
+            cors,
+        }
+    }
+}
+
+/// An admitted stream: everything the relay needs.
+struct Opened {
+    control: Redis,
+    reader: Redis,
+    lease: lease::Lease,
+    start: Start,
+    filters: Filters,
+}
+
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    let header = |name: &str| {
-        req.headers()
-            .get(name)
-            .first()
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let origin = header("origin");
-    let last_event_id = header("last-event-id");
-    let method = req.method();
-    let path_with_query = req.path_with_query().unwrap_or_default();
-    let query = path_with_query.split_once('?').map_or("", |(_, q)| q);
-
     let config = match SseConfig::load(&SpinVariables) {
         Ok(c) => c,
         Err(e) => {
-            let body = error_body("configuration", &e.to_string(), &[]);
-            return send_whole(out, 500, &[("content-type", JSON)], body).await;
+            let refusal = Refusal::new(500, "configuration", e.to_string());
+            return send_refusal(out, &[], &refusal).await;
         }
     };
-    let allow_origin = config.cors.allow_origin(origin.as_deref());
-    let mut cors: Vec<(&str, &str)> = Vec::new();
-    if let Some(o) = allow_origin.as_deref() {
-        cors.push(("access-control-allow-origin", o));
-        cors.push(("vary", "origin"));
+    let call = Call::read(&req, &config);
+    let control = Redis::open(&config.common.redis_address);
+    if let Ok(c) = &control {
+        c.count_request(&config.common.keys, &call.method, routes::EVENTS);
     }
-
-    match method {
-        Method::Get => {}
-        Method::Options => {
-            let mut headers = cors.clone();
-            headers.push(("allow", "GET, OPTIONS"));
-            if allow_origin.is_some() {
-                headers.push(("access-control-allow-methods", "GET, OPTIONS"));
-                headers.push((
-                    "access-control-allow-headers",
-                    "last-event-id, cache-control",
-                ));
-                headers.push(("access-control-max-age", "600"));
+    match call.method {
+        Method::Get => match open(&call, &config, control) {
+            Ok(opened) => {
+                relay::Relay::new(&config, opened)
+                    .run(out, &call.cors)
+                    .await
             }
-            return send_whole(out, 204, &headers, String::new()).await;
-        }
+            Err(refusal) => send_refusal(out, &call.cors, &refusal).await,
+        },
+        Method::Options => preflight(out, &call).await,
         _ => {
-            let mut headers = cors.clone();
-            headers.extend([("allow", "GET, OPTIONS"), ("content-type", JSON)]);
-            let body = error_body("method_not_allowed", "use GET", &[]);
-            return send_whole(out, 405, &headers, body).await;
+            let refusal = Refusal::new(405, "method_not_allowed", "use GET");
+            let mut cors = call.cors.clone();
+            cors.push(("allow", "GET, OPTIONS".to_string()));
+            send_refusal(out, &cors, &refusal).await
         }
     }
+}
 
-    let reject = |status: u16, code: &str, message: String, extra: &[(&str, serde_json::Value)]| {
-        let mut headers = cors.clone();
-        headers.push(("content-type", JSON));
-        headers.push(("cache-control", "no-store"));
-        if status == 503 {
-            headers.push(("retry-after", "5"));
-        }
-        (status, headers, error_body(code, &message, extra))
-    };
-
-    let request = match SseRequest::parse(query, last_event_id.as_deref()) {
-        Ok(r) => r,
-        Err(e) => {
-            let (s, h, b) = reject(
-                400,
-                "bad_request",
-                e.message.clone(),
-                &[("parameter", e.parameter.into())],
-            );
-            return send_whole(out, s, &h, b).await;
-        }
-    };
-
-    let keys = &config.common.keys;
-    let control = match Redis::open(&config.common.redis_address) {
-        Ok(r) => r,
-        Err(e) => {
-            let (s, h, b) = reject(503, "redis_unavailable", e.to_string(), &[]);
-            return send_whole(out, s, &h, b).await;
-        }
-    };
-    let _ = control.count_request(keys, "GET", routes::EVENTS);
-
-    let lease = match lease::Lease::acquire(&control, &config) {
-        Ok(Some(l)) => l,
-        Ok(None) => {
-            let (s, h, b) = reject(
-                503,
-                "too_many_clients",
-                format!(
-                    "this service allows {} concurrent streams",
-                    config.max_clients
-                ),
-                &[("max_clients", config.max_clients.into())],
-            );
-            return send_whole(out, s, &h, b).await;
-        }
-        Err(e) => {
-            let (s, h, b) = reject(503, "redis_unavailable", e.to_string(), &[]);
-            return send_whole(out, s, &h, b).await;
-        }
-    };
-
+/// Parse → lease → resume: everything that can refuse a stream, before its headers.
+fn open(
+    call: &Call,
+    config: &SseConfig,
+    control: Result<Redis, impl std::fmt::Display>,
+) -> Result<Opened, Refusal> {
+    let request = SseRequest::parse(&call.query, call.last_event_id.as_deref())
+        .map_err(|e| Refusal::new(400, "bad_request", e.message).with("parameter", e.parameter))?;
+    let control = control.map_err(Refusal::redis_unavailable)?;
+    let lease = lease::Lease::acquire(&control, config)
+        .map_err(Refusal::redis_unavailable)?
+        .ok_or_else(|| too_many_clients(config.max_clients))?;
     // The stream gets a connection of its own: `XREAD BLOCK` holds it while waiting.
-    let start = Redis::open(&config.common.redis_address)
-        .and_then(|reader| Ok((position::resolve(&reader, keys, request.resume)?, reader)));
-    let (start, reader) = match start {
-        Ok(s) => s,
+    let resumed = Redis::open(&config.common.redis_address).and_then(|reader| {
+        let start = position::resolve(&reader, &config.common.keys, request.resume)?;
+        Ok((reader, start))
+    });
+    match resumed {
+        Ok((reader, start)) => Ok(Opened {
+            control,
+            reader,
+            lease,
+            start,
+            filters: request.filters,
+        }),
         Err(e) => {
             lease.release(&control);
-            let (s, h, b) = reject(503, "redis_unavailable", e.to_string(), &[]);
-            return send_whole(out, s, &h, b).await;
+            Err(Refusal::redis_unavailable(e))
         }
-    };
-
-    let mut headers = cors.clone();
-    headers.extend([
-        ("content-type", EVENT_STREAM),
-        ("cache-control", "no-cache"),
-        ("x-accel-buffering", "no"),
-    ]);
-    relay::Relay {
-        config: &config,
-        control: &control,
-        reader: &reader,
-        filters: &request.filters,
-        lease,
     }
-    .run(out, &headers, start)
-    .await;
+}
+
+fn too_many_clients(max_clients: u64) -> Refusal {
+    Refusal::new(
+        503,
+        "too_many_clients",
+        format!("this service allows {max_clients} concurrent streams"),
+    )
+    .with("max_clients", max_clients)
+    .retry_after(5)
+}
+
+/// Answers a CORS preflight.
+async fn preflight(out: ResponseOutparam, call: &Call) {
+    let mut headers = call.cors.clone();
+    headers.push(("allow", "GET, OPTIONS".to_string()));
+    if !call.cors.is_empty() {
+        headers.push(("access-control-allow-methods", "GET, OPTIONS".to_string()));
+        headers.push((
+            "access-control-allow-headers",
+            "last-event-id, cache-control".to_string(),
+        ));
+        headers.push(("access-control-max-age", "600".to_string()));
+    }
+    send_whole(out, 204, &headers, String::new()).await
 }

@@ -1,22 +1,41 @@
-//! Reads the stream's facts (`XINFO STREAM`) and decides where a stream starts.
+//! Reads the stream's facts and decides where a stream starts.
+//!
+//! One `EVAL` reads the trim marker and `XINFO STREAM` together (a stream that does
+//! not exist yet reads as empty), so no error reply has to be interpreted and a new
+//! stream costs one round trip here.
 
 use crm_events_contracts::keys::Keys;
-use crm_events_contracts::reply::{parse_xinfo_stream, StreamInfo};
+use crm_events_contracts::reply::{parse_xinfo_stream, Reply};
 use crm_events_contracts::request::Resume;
 use crm_events_contracts::resume::{decide, Start};
 use crm_events_contracts::spin_glue::{Redis, RedisError};
 
+/// Returns `{trim marker or false, XINFO STREAM fields…}`; just the marker when the
+/// stream does not exist. KEYS: stream, trim marker.
+const STREAM_FACTS: &str = r#"
+local trimmed = redis.call('GET', KEYS[2])
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {trimmed}
+end
+local info = redis.call('XINFO', 'STREAM', KEYS[1])
+table.insert(info, 1, trimmed)
+return info
+"#;
+
 /// Resolves the request's resume position against the stream as it is now.
 pub fn resolve(redis: &Redis, keys: &Keys, resume: Resume) -> Result<Start, RedisError> {
-    let mut info = match redis.run("XINFO", &["STREAM", &keys.stream()]) {
-        Ok(items) => parse_xinfo_stream(&items).map_err(|e| RedisError(e.to_string()))?,
-        // A stream that does not exist yet is an empty one.
-        Err(e) if e.0.contains("no such key") => StreamInfo::default(),
-        Err(e) => return Err(e),
+    let reply = redis.run(
+        "EVAL",
+        &[STREAM_FACTS, "2", &keys.stream(), &keys.stream_trimmed()],
+    )?;
+    // Spin drops nils when it flattens: a missing marker leaves no item at all, and
+    // `XINFO` fields always start with the text `length`.
+    let (marker, info) = match reply.first() {
+        Some(first) if first.as_str() != Some("length") => (Some(first), &reply[1..]),
+        _ => (None, &reply[..]),
     };
-    info.trimmed_through = redis
-        .run("GET", &[&keys.stream_trimmed()])?
-        .first()
-        .and_then(|r| r.as_str()?.parse().ok());
-    Ok(decide(&info, resume))
+    let mut facts =
+        parse_xinfo_stream(info).map_err(|e| RedisError::protocol("XINFO STREAM", e))?;
+    facts.trimmed_through = marker.and_then(Reply::as_str).and_then(|s| s.parse().ok());
+    Ok(decide(&facts, resume))
 }

@@ -7,164 +7,212 @@
 //! * The stream ends cleanly when `max_stream_seconds` is reached, when Redis fails
 //!   (the client reconnects and resumes exactly), or when the client is gone.
 
-use crate::lease::Lease;
+use crate::Opened;
 use crm_events_contracts::config::SseConfig;
 use crm_events_contracts::envelope::connected_event;
-use crm_events_contracts::reply::parse_xread;
-use crm_events_contracts::request::Filters;
-use crm_events_contracts::resume::Start;
-use crm_events_contracts::spin_glue::{fields, Redis};
+use crm_events_contracts::http::EVENT_STREAM;
+use crm_events_contracts::reply::{parse_xread, Entry};
+use crm_events_contracts::spin_glue::fields;
 use crm_events_contracts::sse;
+use crm_events_contracts::stream_id::StreamId;
 use futures::SinkExt;
 use spin_sdk::http::{OutgoingResponse, ResponseOutparam};
 use std::time::{Duration, Instant};
 
+/// Relayed events are counted in Redis at most this often (and at the end): one
+/// round trip per client per batch would double the Redis load of a busy stream.
+const COUNT_EVERY: Duration = Duration::from_secs(1);
+
 /// One open stream.
 pub struct Relay<'a> {
-    /// Settings.
-    pub config: &'a SseConfig,
-    /// Connection for counters and the lease.
-    pub control: &'a Redis,
-    /// Connection used only for `XREAD BLOCK`.
-    pub reader: &'a Redis,
-    /// The client's filters.
-    pub filters: &'a Filters,
-    /// The client's lease, released when the stream ends.
-    pub lease: Lease,
+    config: &'a SseConfig,
+    opened: Opened,
+    /// The last stream id the client has been told about.
+    position: StreamId,
+    /// When the stream must end (`max_stream_seconds`), if ever.
+    deadline: Option<Instant>,
+    last_renewal: Instant,
+    uncounted: u64,
+    last_count: Instant,
 }
 
-impl Relay<'_> {
-    /// Adds `n` to `crm_events_messages_total` (best effort) and resets it.
-    fn count_messages(&self, n: &mut u64) {
-        if *n > 0 {
-            let key = self.config.common.keys.messages_total();
-            let _ = self.control.run("INCRBY", &[&key, &n.to_string()]);
-            *n = 0;
+/// What one wake-up of the loop produced.
+enum Step {
+    /// Frames to send (possibly only a keepalive comment); go on.
+    Send(String),
+    /// Final frames to send; then the stream ends.
+    End(String),
+}
+
+impl<'a> Relay<'a> {
+    /// A relay for an admitted stream.
+    pub fn new(config: &'a SseConfig, opened: Opened) -> Self {
+        let now = Instant::now();
+        Self {
+            config,
+            position: opened.start.after,
+            opened,
+            deadline: (config.max_stream_seconds > 0)
+                .then(|| now + Duration::from_secs(config.max_stream_seconds)),
+            last_renewal: now,
+            uncounted: 0,
+            last_count: now,
         }
     }
 
     /// Sends the headers and streams until the end.
-    pub async fn run(self, out: ResponseOutparam, headers: &[(&str, &str)], start: Start) {
-        let response = OutgoingResponse::new(fields(headers));
-        let _ = response.set_status_code(200);
-        let mut body = response.take_body();
-        out.set(response);
-
-        let config = self.config;
-        let keys = &config.common.keys;
-        let stream_key = keys.stream();
-        let mut position = start.after;
-
-        let mut first = String::new();
-        sse::retry(&mut first, config.retry_ms);
-        let connected = connected_event(
-            &config.common.topic,
-            &config.common.group,
-            &position.to_string(),
-        );
-        sse::event(&mut first, Some(&position.to_string()), &connected);
-        if let Some(gap) = &start.gap {
-            sse::event(&mut first, None, gap);
-        }
-
-        let opened = Instant::now();
-        let keepalive = Duration::from_secs(config.keepalive_seconds);
-        let deadline = (config.max_stream_seconds > 0)
-            .then(|| opened + Duration::from_secs(config.max_stream_seconds));
-        let mut last_renewal = Instant::now();
-        // Relayed events are counted in Redis at most once a second (and at the end),
-        // not on every read: one round trip per client per batch would double the
-        // Redis load of a busy stream.
-        let mut uncounted = 0u64;
-        let mut last_count = Instant::now();
-        let count = config.read_count.to_string();
-
-        let mut chunk = first;
+    pub async fn run(mut self, out: ResponseOutparam, cors: &[(&'static str, String)]) {
+        let mut body = send_head(out, cors);
+        let mut chunk = self.first_frames();
         loop {
-            if !chunk.is_empty()
-                && body
-                    .send(std::mem::take(&mut chunk).into_bytes())
-                    .await
-                    .is_err()
-            {
+            if body.send(chunk.into_bytes()).await.is_err() {
                 break; // The client is gone.
             }
-            if last_renewal.elapsed() >= keepalive {
-                self.lease.renew(self.control);
-                last_renewal = Instant::now();
-            }
-            let mut block = keepalive;
-            if let Some(deadline) = deadline {
-                let left = deadline.saturating_duration_since(Instant::now());
-                if left.is_zero() {
-                    sse::comment(&mut chunk, "stream time limit reached; reconnect to resume");
-                    let _ = body.send(chunk.into_bytes()).await;
+            self.renew_lease_if_due();
+            match self.next_step() {
+                Step::Send(frames) => chunk = frames,
+                Step::End(frames) => {
+                    let _ = body.send(frames.into_bytes()).await;
                     break;
                 }
-                block = block.min(left);
-            }
-            let block_ms = block.as_millis().max(1).to_string();
-            let from = position.to_string();
-            let reply = self.reader.run(
-                "XREAD",
-                &[
-                    "COUNT",
-                    &count,
-                    "BLOCK",
-                    &block_ms,
-                    "STREAMS",
-                    &stream_key,
-                    &from,
-                ],
-            );
-            let entries = match reply.map(|r| parse_xread(&r)) {
-                Ok(Ok(entries)) => entries,
-                Ok(Err(e)) => {
-                    sse::comment(
-                        &mut chunk,
-                        &format!("stream error: {e}; reconnect to resume"),
-                    );
-                    let _ = body.send(chunk.into_bytes()).await;
-                    break;
-                }
-                Err(e) => {
-                    sse::comment(&mut chunk, &format!("{e}; reconnect to resume"));
-                    let _ = body.send(chunk.into_bytes()).await;
-                    break;
-                }
-            };
-            if entries.is_empty() {
-                sse::comment(&mut chunk, "keepalive");
-                continue;
-            }
-            let mut sent = 0u64;
-            let mut last_sent = None;
-            for entry in &entries {
-                if self.filters.matches(&entry.envelope) {
-                    let id = entry.id.to_string();
-                    sse::event(
-                        &mut chunk,
-                        Some(&id),
-                        &String::from_utf8_lossy(&entry.envelope),
-                    );
-                    sent += 1;
-                    last_sent = Some(entry.id);
-                }
-            }
-            let newest = entries[entries.len() - 1].id;
-            if last_sent != Some(newest) {
-                sse::id_only(&mut chunk, &newest.to_string());
-            }
-            position = newest;
-            uncounted += sent;
-            if uncounted > 0 && last_count.elapsed() >= Duration::from_secs(1) {
-                self.count_messages(&mut uncounted);
-                last_count = Instant::now();
             }
         }
-        self.count_messages(&mut uncounted);
-        self.lease.release(self.control);
+        self.finish();
         // Dropping the body finishes the response.
-        drop(body);
     }
+
+    /// `retry:`, the `connected` event carrying the start position, and a `gap` event
+    /// when history the client asked for is gone.
+    fn first_frames(&self) -> String {
+        let common = &self.config.common;
+        let position = self.position.to_string();
+        let mut frames = String::new();
+        sse::retry(&mut frames, self.config.retry_ms);
+        let connected = connected_event(&common.topic, &common.group, &position);
+        sse::event(&mut frames, Some(&position), &connected);
+        if let Some(gap) = &self.opened.start.gap {
+            sse::event(&mut frames, None, gap);
+        }
+        frames
+    }
+
+    /// Waits for the next entries (or the keepalive, or the deadline) and frames them.
+    fn next_step(&mut self) -> Step {
+        let Some(block) = self.block_time() else {
+            return end("stream time limit reached; reconnect to resume");
+        };
+        let entries = match self.read(block) {
+            Ok(entries) => entries,
+            Err(e) => return end(&format!("{e}; reconnect to resume")),
+        };
+        let mut frames = String::new();
+        if entries.is_empty() {
+            sse::comment(&mut frames, "keepalive");
+        } else {
+            self.frame(&entries, &mut frames);
+        }
+        Step::Send(frames)
+    }
+
+    /// How long the next read may block: the keepalive, or less before the deadline;
+    /// `None` once the deadline has passed.
+    fn block_time(&self) -> Option<Duration> {
+        let keepalive = Duration::from_secs(self.config.keepalive_seconds);
+        match self.deadline {
+            None => Some(keepalive),
+            Some(d) => {
+                let left = d.saturating_duration_since(Instant::now());
+                (!left.is_zero()).then(|| keepalive.min(left))
+            }
+        }
+    }
+
+    /// One `XREAD BLOCK` after the current position.
+    fn read(&self, block: Duration) -> Result<Vec<Entry>, String> {
+        let reply = self.opened.reader.run(
+            "XREAD",
+            &[
+                "COUNT",
+                &self.config.read_count.to_string(),
+                "BLOCK",
+                &block.as_millis().max(1).to_string(),
+                "STREAMS",
+                &self.config.common.keys.stream(),
+                &self.position.to_string(),
+            ],
+        );
+        let items = reply.map_err(|e| e.to_string())?;
+        parse_xread(&items).map_err(|e| format!("stream error: {e}"))
+    }
+
+    /// Frames the entries that pass the filters; an id-only frame when the batch ends
+    /// on a filtered one, so the client's `Last-Event-ID` still advances.
+    fn frame(&mut self, entries: &[Entry], frames: &mut String) {
+        let mut last_sent = None;
+        for entry in entries {
+            if self.opened.filters.matches(&entry.envelope) {
+                let json = String::from_utf8_lossy(&entry.envelope);
+                sse::event(frames, Some(&entry.id.to_string()), &json);
+                self.uncounted += 1;
+                last_sent = Some(entry.id);
+            }
+        }
+        let newest = entries[entries.len() - 1].id;
+        if last_sent != Some(newest) {
+            sse::id_only(frames, &newest.to_string());
+        }
+        self.position = newest;
+        if self.last_count.elapsed() >= COUNT_EVERY {
+            self.count_messages();
+        }
+    }
+
+    /// Renews the client lease once per keepalive interval.
+    fn renew_lease_if_due(&mut self) {
+        if self.last_renewal.elapsed() >= Duration::from_secs(self.config.keepalive_seconds) {
+            self.opened.lease.renew(&self.opened.control);
+            self.last_renewal = Instant::now();
+        }
+    }
+
+    /// Adds the relayed events to `crm_events_messages_total` (best effort).
+    fn count_messages(&mut self) {
+        self.last_count = Instant::now();
+        if self.uncounted > 0 {
+            let key = self.config.common.keys.messages_total();
+            let n = std::mem::take(&mut self.uncounted).to_string();
+            let _ = self.opened.control.run("INCRBY", &[&key, &n]);
+        }
+    }
+
+    /// Counts what is left and gives the lease back.
+    fn finish(mut self) {
+        self.count_messages();
+        self.opened.lease.release(&self.opened.control);
+    }
+}
+
+/// A step that ends the stream with a comment saying why.
+fn end(why: &str) -> Step {
+    let mut frames = String::new();
+    sse::comment(&mut frames, why);
+    Step::End(frames)
+}
+
+/// Sends `200 text/event-stream` and returns the body to stream into.
+fn send_head(
+    out: ResponseOutparam,
+    cors: &[(&'static str, String)],
+) -> impl futures::Sink<Vec<u8>> {
+    let mut headers = cors.to_vec();
+    headers.extend([
+        ("content-type", EVENT_STREAM.to_string()),
+        ("cache-control", "no-cache".to_string()),
+        ("x-accel-buffering", "no".to_string()),
+    ]);
+    let response = OutgoingResponse::new(fields(&headers));
+    let _ = response.set_status_code(200);
+    let body = response.take_body();
+    out.set(response);
+    body
 }

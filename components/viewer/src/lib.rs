@@ -2,9 +2,12 @@
 //!
 //! The page (`page.html`, with its CSS and JavaScript inline) is compiled into the
 //! component: no CDN, no build step. It reads `/crm-events` with `EventSource`, so it
-//! resumes exactly after any disconnect, and it never talks to Redis itself.
+//! resumes exactly after any disconnect; this component only serves it (and counts
+//! the request, like every route).
 
-use crm_events_contracts::spin_glue::reject_unless_get;
+use crm_events_contracts::config::CommonConfig;
+use crm_events_contracts::http::routes;
+use crm_events_contracts::spin_glue::{count_request, reject_unless_get, SpinVariables};
 use spin_sdk::http::{Request, Response};
 use spin_sdk::http_component;
 
@@ -13,6 +16,11 @@ const PAGE: &str = include_str!("page.html");
 
 #[http_component]
 fn handle(req: Request) -> Response {
+    count_request(
+        &CommonConfig::load(&SpinVariables),
+        req.method(),
+        routes::VIEWER,
+    );
     if let Some(r) = reject_unless_get(&req) {
         return r;
     }

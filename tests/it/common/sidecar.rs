@@ -5,16 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 /// The sidecar binary (built by `make test` before the tests run).
 pub fn binary() -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| super::root().join("target"));
-    let path = target.join("debug/crm-events-sidecar");
-    assert!(
-        path.exists(),
-        "{} is missing: build it with `cargo build -p crm-events-sidecar` (make test does)",
-        path.display()
-    );
-    path
+    crm_events_harness::app::binary("crm-events-sidecar")
 }
 
 /// A running sidecar; killed when dropped.
@@ -26,7 +17,7 @@ pub struct Sidecar {
 impl Sidecar {
     /// Starts the sidecar against `redis_url` and `brokers` with extra settings.
     pub fn start(redis_url: &str, brokers: &str, topic: &str, extra: &[(&str, &str)]) -> Sidecar {
-        let port = crm_events_host::redis_server::free_port().unwrap();
+        let port = crm_events_harness::redis_server::free_port().unwrap();
         let mut cmd = Command::new(binary());
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())

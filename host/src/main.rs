@@ -1,8 +1,8 @@
-//! `crm-events-host`: serve a Spin app's `spin.toml` on the wasmtime test host.
+//! `crm-events-host`: serve a Spin app's `spin.toml` on wasmtime.
 //!
 //! Used by `make run` when the Spin CLI is not installed, and handy for trying the
-//! components with `curl`. It is a test host: for production, use `spin up` or a
-//! Spin platform.
+//! components with `curl`. For production, prefer `spin up` or a Spin platform; the
+//! README lists what this host does not do.
 
 use anyhow::{Context, Result};
 use clap::Parser;

@@ -43,6 +43,12 @@ struct RawComponent {
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
     variables: BTreeMap<String, String>,
+    build: Option<RawBuild>,
+}
+
+#[derive(Debug, Deserialize)]
+struct RawBuild {
+    command: String,
 }
 
 /// One component, with its variables and allowed hosts resolved.
@@ -56,6 +62,8 @@ pub struct ComponentSpec {
     pub variables: HashMap<String, String>,
     /// `allowed_outbound_hosts`, templates resolved.
     pub allowed_outbound_hosts: Vec<String>,
+    /// `[component.<id>.build] command`, what `spin build` runs.
+    pub build_command: Option<String>,
 }
 
 /// A route pattern: exact (`/healthz`) or wildcard (`/...`, `/ops/...`).
@@ -68,6 +76,14 @@ pub enum Route {
 }
 
 impl Route {
+    /// The route as `spin.toml` spells it.
+    pub fn pattern(&self) -> String {
+        match self {
+            Route::Exact(p) => p.clone(),
+            Route::Wildcard(prefix) => format!("{prefix}/..."),
+        }
+    }
+
     fn parse(route: &str) -> Self {
         match route.strip_suffix("/...") {
             Some(prefix) => Route::Wildcard(prefix.to_string()),
@@ -111,57 +127,18 @@ impl Manifest {
                 path.display()
             );
         }
+        let app_vars = resolve_variables(&raw.variables, overrides)
+            .with_context(|| format!("variables of {}", path.display()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-
-        let mut app_vars = HashMap::new();
-        for (name, var) in &raw.variables {
-            let env = std::env::var(format!("SPIN_VARIABLE_{}", name.to_uppercase())).ok();
-            let value = overrides
-                .get(name)
-                .cloned()
-                .or(env)
-                .or_else(|| var.default.clone());
-            match value {
-                Some(v) => {
-                    app_vars.insert(name.clone(), v);
-                }
-                None if var.required => bail!("variable {name} is required but has no value"),
-                None => {}
-            }
-        }
-        for name in overrides.keys() {
-            if !raw.variables.contains_key(name) {
-                bail!(
-                    "variable {name} is not declared in [variables] of {}",
-                    path.display()
-                );
-            }
-        }
-
-        let mut components = BTreeMap::new();
-        for (id, c) in raw.component {
-            let variables = c
-                .variables
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), expand(v, &app_vars)?)))
-                .collect::<Result<_>>()
-                .with_context(|| format!("component {id}"))?;
-            let allowed_outbound_hosts = c
-                .allowed_outbound_hosts
-                .iter()
-                .map(|h| expand(h, &app_vars))
-                .collect::<Result<_>>()
-                .with_context(|| format!("component {id}"))?;
-            components.insert(
-                id.clone(),
-                ComponentSpec {
-                    id,
-                    source: base.join(&c.source),
-                    variables,
-                    allowed_outbound_hosts,
-                },
-            );
-        }
+        let components = raw
+            .component
+            .into_iter()
+            .map(|(id, c)| {
+                let spec = component_spec(&id, c, base, &app_vars)
+                    .with_context(|| format!("component {id}"))?;
+                Ok((id, spec))
+            })
+            .collect::<Result<BTreeMap<_, _>>>()?;
         let mut routes = Vec::new();
         for t in raw.trigger.http {
             if !components.contains_key(&t.component) {
@@ -180,6 +157,61 @@ impl Manifest {
             .max_by_key(|(score, _)| *score)
             .map(|(_, c)| c.as_str())
     }
+}
+
+/// Application variables, as Spin resolves them: an explicit override, then
+/// `SPIN_VARIABLE_<NAME>`, then the default; a required one without a value and an
+/// override of an undeclared one are errors.
+fn resolve_variables(
+    declared: &BTreeMap<String, RawVariable>,
+    overrides: &HashMap<String, String>,
+) -> Result<HashMap<String, String>> {
+    if let Some(name) = overrides.keys().find(|n| !declared.contains_key(*n)) {
+        bail!("variable {name} is not declared in [variables]");
+    }
+    let mut values = HashMap::new();
+    for (name, var) in declared {
+        let env = std::env::var(format!("SPIN_VARIABLE_{}", name.to_uppercase())).ok();
+        let value = overrides
+            .get(name)
+            .cloned()
+            .or(env)
+            .or_else(|| var.default.clone());
+        match value {
+            Some(v) => {
+                values.insert(name.clone(), v);
+            }
+            None if var.required => bail!("variable {name} is required but has no value"),
+            None => {}
+        }
+    }
+    Ok(values)
+}
+
+/// One component with its templates expanded.
+fn component_spec(
+    id: &str,
+    c: RawComponent,
+    base: &Path,
+    app_vars: &HashMap<String, String>,
+) -> Result<ComponentSpec> {
+    let variables = c
+        .variables
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), expand(v, app_vars)?)))
+        .collect::<Result<_>>()?;
+    let allowed_outbound_hosts = c
+        .allowed_outbound_hosts
+        .iter()
+        .map(|h| expand(h, app_vars))
+        .collect::<Result<_>>()?;
+    Ok(ComponentSpec {
+        id: id.to_string(),
+        source: base.join(&c.source),
+        variables,
+        allowed_outbound_hosts,
+        build_command: c.build.map(|b| b.command),
+    })
 }
 
 /// Expands `{{ name }}` references to application variables.
@@ -223,6 +255,8 @@ mod tests {
         assert_eq!(m.route("/ops/x"), Some("ops"));
         assert_eq!(m.route("/ops"), Some("ops"));
         assert_eq!(m.route("/opsx"), Some("fallback"));
+        assert_eq!(m.routes[0].0.pattern(), "/...");
+        assert_eq!(m.routes[2].0.pattern(), "/ops/...");
     }
 
     #[test]

@@ -1,0 +1,24 @@
+//! `crm-events-host`: a small Spin-compatible HTTP runtime on wasmtime.
+//!
+//! It serves the same `spin.toml` that `spin up` serves, for machines without the Spin
+//! CLI (`make run` uses it then) and for the tests, which load the real `.wasm`
+//! components through it. It reads everything from the manifest — components, routes,
+//! variables, `allowed_outbound_hosts` — and spells none of them itself.
+//!
+//! Beside WASI 0.2 (`wasmtime-wasi`) and `wasi:http` (`wasmtime-wasi-http`) it
+//! implements the Spin interfaces the components import: outbound Redis against a
+//! real Redis (one multiplexed connection per `open`, no response timeout, replies
+//! flattened exactly as Spin flattens them) and variables resolved as Spin resolves
+//! them (explicit overrides, then `SPIN_VARIABLE_*`, then the manifest defaults).
+//!
+//! * [`manifest`]: reading `spin.toml` (components, routes, variables, hosts).
+//! * [`spin_apis`]: the `fermyon:spin` Redis and variables host implementations.
+//! * [`runtime`]: the engine, compiled components, instances and the instance cap.
+//! * [`server`]: the HTTP/1.1 listener.
+
+pub mod manifest;
+pub mod runtime;
+pub mod server;
+pub mod spin_apis;
+
+pub use runtime::{Host, HostConfig};

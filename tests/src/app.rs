@@ -1,0 +1,123 @@
+//! The app under test: `spin.toml`'s components served by the host on a loopback port.
+//!
+//! The first [`App`] of a test process runs every component's `[component.*.build]`
+//! command from `spin.toml`, as `spin build` does, so plain `cargo test` never loads a
+//! stale or missing `.wasm` (the build is a no-op when nothing changed). If that
+//! build fails, the test fails with one line saying what to run.
+
+use crate::redis_server::RedisServer;
+use crm_events_host::manifest::Manifest;
+use crm_events_host::{Host, HostConfig};
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// The manifest every test serves.
+pub fn manifest_path() -> PathBuf {
+    root().join("spin.toml")
+}
+
+/// Where the host keeps compiled components between runs.
+pub fn cache_dir() -> PathBuf {
+    root().join("target/crm-events-host-cache")
+}
+
+/// A native binary of this workspace (`target/debug/<name>`), which `make test` builds.
+pub fn binary(name: &str) -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("target"));
+    let path = target.join("debug").join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it with `cargo build --bins` (make test does)",
+        path.display()
+    );
+    path
+}
+
+/// Builds the components once per process, as `spin build` would; panics with the
+/// command to run when that fails.
+pub fn build_components() {
+    static BUILT: OnceLock<Result<(), String>> = OnceLock::new();
+    let result = BUILT.get_or_init(|| {
+        let manifest = Manifest::load(&manifest_path(), &Default::default())
+            .map_err(|e| format!("spin.toml: {e:#}"))?;
+        let mut commands: Vec<&str> = manifest
+            .components
+            .values()
+            .filter_map(|c| c.build_command.as_deref())
+            .collect();
+        commands.dedup();
+        commands.into_iter().try_for_each(run_build_command)
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+fn run_build_command(command: &str) -> Result<(), String> {
+    let status = Command::new("sh")
+        .args(["-c", command])
+        .current_dir(root())
+        .status()
+        .map_err(|e| format!("running `{command}`: {e}"))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "building the components failed (`{command}`): run `make components` \
+             (it installs the wasm32-wasip2 target) and see its errors"
+        ))
+    }
+}
+
+/// The app, served on a loopback port.
+pub struct App {
+    /// `http://127.0.0.1:<port>`.
+    pub base: String,
+    /// The host, for its instance count.
+    pub host: Arc<Host>,
+}
+
+impl App {
+    /// Serves `spin.toml` with Redis at `redis` and extra variables.
+    pub async fn start(redis: &RedisServer, vars: &[(&str, &str)]) -> App {
+        Self::start_with(redis, vars, crm_events_host::runtime::DEFAULT_MAX_INSTANCES).await
+    }
+
+    /// As [`App::start`], with an instance cap.
+    pub async fn start_with(
+        redis: &RedisServer,
+        vars: &[(&str, &str)],
+        max_instances: usize,
+    ) -> App {
+        build_components();
+        let mut config = HostConfig::new(manifest_path()).variable("redis_host", redis.host_port());
+        for (k, v) in vars {
+            config = config.variable(k, *v);
+        }
+        config.max_instances = max_instances;
+        config.cache_dir = Some(cache_dir());
+        let host = Host::load(config)
+            .await
+            .expect("load spin.toml's components");
+        let addr = crm_events_host::server::spawn(host.clone(), "127.0.0.1:0")
+            .await
+            .expect("bind");
+        App {
+            base: format!("http://{addr}"),
+            host,
+        }
+    }
+
+    /// The URL of `path` on this app.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
