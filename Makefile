@@ -1,6 +1,7 @@
 # crm-events: `make run` runs the whole thing, `make test` runs every test.
 CARGO ?= cargo
-COMPONENTS := crm-events-info crm-events-health crm-events-metrics crm-events-sse crm-events-viewer
+# The components, as spin.toml's build commands name them (one list, in spin.toml).
+COMPONENTS := $(shell sed -n 's/^command = "cargo build .*-p \(crm-events-[a-z-]*\)"$$/\1/p' spin.toml)
 WASM_FLAGS := --release --target wasm32-wasip2 $(addprefix -p ,$(COMPONENTS))
 
 .PHONY: all setup components build test lint fmt run bench clean
@@ -19,12 +20,16 @@ build: setup components ## Components, the sidecar and the test host.
 test: build ## Every test: unit, integration (real Redis, Kafka mock cluster, real .wasm, Chromium).
 	./scripts/setup.sh --test
 	$(CARGO) fmt --all -- --check
+	@rm -f target/skipped-checks.txt
 	$(CARGO) test --no-fail-fast
+	@if [ -s target/skipped-checks.txt ]; then echo "checks skipped:"; cat target/skipped-checks.txt; fi
 
-lint: ## rustfmt and clippy, native crates and components.
+lint: ## rustfmt, clippy (native crates and components) and unused dependencies.
+	./scripts/setup.sh --lint
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy $(WASM_FLAGS) -- -D warnings
+	$(CARGO) machete
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what a fresh Debian machine with Rust lacks to build, test and run crm-events:
 # redis-server, the C toolchain pieces librdkafka needs, promtool, and the wasm32-wasip2
-# target; with --test also Chromium, Node.js and playwright-core for the browser test.
+# target; with --test also Chromium, Node.js and playwright-core for the browser test;
+# with --lint also cargo-machete (unused dependencies).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 
@@ -35,6 +36,11 @@ fi
 if [ "${1:-}" = "--test" ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "setup: installing playwright-core (tests/browser)"
   npm ci --prefix tests/browser --no-audit --no-fund
+fi
+
+if [ "${1:-}" = "--lint" ] && ! cargo machete --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-machete"
+  cargo install --locked --version 0.9.2 cargo-machete
 fi
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then

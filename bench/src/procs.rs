@@ -7,10 +7,7 @@ use std::time::{Duration, Instant};
 
 /// `target/release/<name>`, which `make bench` builds.
 pub fn binary(name: &str) -> Result<PathBuf> {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let path = target.join("release").join(name);
+    let path = crm_events_harness::app::binary_path("release", name);
     if !path.exists() {
         bail!(
             "{} is missing: run `make bench` (it builds the release binaries)",

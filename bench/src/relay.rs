@@ -2,7 +2,7 @@
 //! broker into Redis, against raw pipelined `XADD` of the same envelopes into the
 //! same Redis, one pipeline in flight at a time as the relay has one batch in flight.
 
-use crate::procs::{spawn, until};
+use crate::procs::{spawn, until, Proc};
 use anyhow::Result;
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
@@ -48,13 +48,56 @@ pub fn crm_value(i: usize) -> String {
     )
 }
 
+/// What one relay run measured.
+struct Measured {
+    raw_secs: f64,
+    raw_rate: f64,
+    relay_events: usize,
+    relay_secs: f64,
+    relay_rate: f64,
+    consume_rate: f64,
+}
+
 pub async fn run(a: Args) -> Result<()> {
     let redis = RedisServer::start()?;
     let kafka = Kafka::start(TOPIC, a.partitions);
-    let parts = a.partitions as usize;
-    let keys = Keys::default();
     let values: Vec<String> = (0..a.events).map(crm_value).collect();
+    produce_backlog(&kafka, &values, a.partitions as usize);
 
+    let client = redis::Client::open(redis.url())?;
+    // No response timeout: the final check reads the whole stream in one reply.
+    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
+    let mut conn = client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await?;
+    let envelopes = envelopes(&values, a.partitions as usize);
+    let raw_secs = raw_xadd(&mut conn, &envelopes, &a).await?;
+    let () = redis::cmd("FLUSHALL")
+        .arg("ASYNC")
+        .query_async(&mut conn)
+        .await?;
+    // What Kafka alone gives: a bare StreamConsumer draining the same backlog.
+    let consume_rate = consume_only(&kafka.brokers(), a.events).await?;
+
+    let metrics_port = crm_events_harness::redis_server::free_port()?;
+    let sidecar = spawn_sidecar(&redis, &kafka, &a, metrics_port)?;
+    let (first, relay_secs) = drain(&conn, a.events).await?;
+    verify_stream(&mut conn, &a).await?;
+    let m = Measured {
+        raw_secs,
+        raw_rate: a.events as f64 / raw_secs,
+        relay_events: a.events - first,
+        relay_secs,
+        relay_rate: (a.events - first) as f64 / relay_secs,
+        consume_rate,
+    };
+    report_sidecar(metrics_port, sidecar.0.id(), redis.pid()).await?;
+    print_table(&m, a.events);
+    Ok(())
+}
+
+/// Produces the backlog, round-robin over the partitions.
+fn produce_backlog(kafka: &Kafka, values: &[String], parts: usize) {
     let t = Instant::now();
     for (i, v) in values.iter().enumerate() {
         let kind = v.split('"').nth(3).unwrap_or("JobCreated");
@@ -65,10 +108,12 @@ pub async fn run(a: Args) -> Result<()> {
         );
     }
     kafka.flush();
-    eprintln!("produced {} events in {:?}", a.events, t.elapsed());
+    eprintln!("produced {} events in {:?}", values.len(), t.elapsed());
+}
 
-    // The ceiling: the same envelopes, pipelined XADD, MAXLEN ~ like a lean writer.
-    let envelopes: Vec<String> = values
+/// The envelopes the sidecar would write for the backlog.
+fn envelopes(values: &[String], parts: usize) -> Vec<String> {
+    values
         .iter()
         .enumerate()
         .map(|(i, v)| {
@@ -86,19 +131,23 @@ pub async fn run(a: Args) -> Result<()> {
             )
             .to_json()
         })
-        .collect();
-    let client = redis::Client::open(redis.url())?;
-    // No response timeout: the final check reads the whole stream in one reply.
-    let config = redis::AsyncConnectionConfig::new().set_response_timeout(None);
-    let mut conn = client
-        .get_multiplexed_async_connection_with_config(&config)
-        .await?;
+        .collect()
+}
+
+/// The ceiling: the same envelopes, pipelined `XADD … MAXLEN ~` like a lean writer,
+/// one pipeline in flight; returns the seconds it took.
+async fn raw_xadd(
+    conn: &mut redis::aio::MultiplexedConnection,
+    envelopes: &[String],
+    a: &Args,
+) -> Result<f64> {
+    let stream = Keys::default().stream();
     let t = Instant::now();
     for chunk in envelopes.chunks(a.batch) {
         let mut pipe = redis::pipe();
         for e in chunk {
             pipe.cmd("XADD")
-                .arg(keys.stream())
+                .arg(&stream)
                 .arg("MAXLEN")
                 .arg("~")
                 .arg(a.maxlen)
@@ -107,21 +156,13 @@ pub async fn run(a: Args) -> Result<()> {
                 .arg(e)
                 .ignore();
         }
-        let () = pipe.query_async(&mut conn).await?;
+        let () = pipe.query_async(conn).await?;
     }
-    let raw_secs = t.elapsed().as_secs_f64();
-    let raw_rate = a.events as f64 / raw_secs;
-    let () = redis::cmd("FLUSHALL")
-        .arg("ASYNC")
-        .query_async(&mut conn)
-        .await?;
+    Ok(t.elapsed().as_secs_f64())
+}
 
-    // What Kafka alone gives: a bare StreamConsumer draining the same backlog.
-    let consume_rate = consume_only(&kafka.brokers(), a.events).await?;
-
-    // The relay: the release sidecar drains the backlog.
-    let metrics_port = crm_events_harness::redis_server::free_port()?;
-    let sidecar = spawn(
+fn spawn_sidecar(redis: &RedisServer, kafka: &Kafka, a: &Args, metrics_port: u16) -> Result<Proc> {
+    spawn(
         "crm-events-sidecar",
         &[],
         &[
@@ -132,15 +173,22 @@ pub async fn run(a: Args) -> Result<()> {
             ("STREAM_MAXLEN", a.maxlen.to_string()),
             ("HTTP_LISTEN", format!("127.0.0.1:{metrics_port}")),
         ],
-    )?;
-    let written = |mut conn: redis::aio::MultiplexedConnection| async move {
-        let marks: Vec<i64> = redis::cmd("HVALS")
-            .arg(Keys::default().offsets())
-            .query_async(&mut conn)
-            .await
-            .unwrap_or_default();
-        marks.iter().map(|m| m + 1).sum::<i64>() as usize
-    };
+    )
+}
+
+/// Events the sidecar has written, by its watermarks.
+async fn written(mut conn: redis::aio::MultiplexedConnection) -> usize {
+    let marks: Vec<i64> = redis::cmd("HVALS")
+        .arg(Keys::default().offsets())
+        .query_async(&mut conn)
+        .await
+        .unwrap_or_default();
+    marks.iter().map(|m| m + 1).sum::<i64>() as usize
+}
+
+/// Waits for the sidecar's first batch, then times the rest of the backlog;
+/// returns `(events written before the clock started, seconds)`.
+async fn drain(conn: &redis::aio::MultiplexedConnection, events: usize) -> Result<(usize, f64)> {
     until("the relay's first batch", Duration::from_secs(60), || {
         let c = conn.clone();
         async move { written(c).await > 0 }
@@ -153,21 +201,24 @@ pub async fn run(a: Args) -> Result<()> {
         Duration::from_secs(600),
         || {
             let c = conn.clone();
-            let n = a.events;
-            async move { written(c).await >= n }
+            async move { written(c).await >= events }
         },
     )
     .await?;
-    let relay_secs = t.elapsed().as_secs_f64();
+    Ok((first, t.elapsed().as_secs_f64()))
+}
 
-    // The run only counts if the retained stream is contiguous per partition.
+/// The run only counts if every event was added once and the retained stream is
+/// contiguous per partition.
+async fn verify_stream(conn: &mut redis::aio::MultiplexedConnection, a: &Args) -> Result<()> {
+    let stream = Keys::default().stream();
     let entries: Vec<(String, Vec<(String, String)>)> = redis::cmd("XRANGE")
-        .arg(keys.stream())
+        .arg(&stream)
         .arg("-")
         .arg("+")
-        .query_async(&mut conn)
+        .query_async(conn)
         .await?;
-    let mut last = vec![None::<i64>; parts];
+    let mut last = vec![None::<i64>; a.partitions as usize];
     for (id, fields) in &entries {
         let e: serde_json::Value = serde_json::from_str(&fields[0].1)?;
         let p = e["partition"].as_u64().unwrap_or(0) as usize;
@@ -180,15 +231,15 @@ pub async fn run(a: Args) -> Result<()> {
         }
         last[p] = Some(o);
     }
-    let added: redis::Value = redis::cmd("XINFO")
+    let info: redis::Value = redis::cmd("XINFO")
         .arg("STREAM")
-        .arg(keys.stream())
-        .query_async(&mut conn)
+        .arg(&stream)
+        .query_async(conn)
         .await?;
-    let added = crm_events_contracts::reply::Reply::Int(entries_added(&added));
+    let added = entries_added(&info);
     anyhow::ensure!(
-        added.as_int() == Some(a.events as i64),
-        "the relay added {added:?} entries, not {}",
+        added == a.events as i64,
+        "the relay added {added} entries, not {}",
         a.events
     );
     eprintln!(
@@ -196,8 +247,11 @@ pub async fn run(a: Args) -> Result<()> {
         a.events,
         entries.len()
     );
-    let relay_rate = (a.events - first) as f64 / relay_secs;
+    Ok(())
+}
 
+/// Where the sidecar's time went: inside Redis writes, and CPU of both processes.
+async fn report_sidecar(metrics_port: u16, sidecar_pid: u32, redis_pid: u32) -> Result<()> {
     let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
         .await?
         .text()
@@ -214,29 +268,35 @@ pub async fn run(a: Args) -> Result<()> {
     eprintln!("time inside Redis writes: {write_secs:.2} s over {batches} batches");
     eprintln!(
         "sidecar CPU: {:.2} s; redis-server CPU: {:.2} s",
-        cpu_seconds(sidecar.0.id()),
-        cpu_seconds(redis.pid())
+        cpu_seconds(sidecar_pid),
+        cpu_seconds(redis_pid)
     );
+    Ok(())
+}
+
+fn print_table(m: &Measured, events: usize) {
     println!("| measure | events | seconds | events/s |");
     println!("| --- | ---: | ---: | ---: |");
     println!(
-        "| raw pipelined XADD (ceiling) | {} | {raw_secs:.2} | {raw_rate:.0} |",
-        a.events
+        "| raw pipelined XADD (ceiling) | {events} | {:.2} | {:.0} |",
+        m.raw_secs, m.raw_rate
     );
     println!(
-        "| sidecar Kafka → Redis | {} | {relay_secs:.2} | {relay_rate:.0} |",
-        a.events - first
+        "| sidecar Kafka → Redis | {} | {:.2} | {:.0} |",
+        m.relay_events, m.relay_secs, m.relay_rate
     );
     println!(
-        "| Kafka consume only, no Redis (the broker's pace) | {} | | {consume_rate:.0} |",
-        a.events
+        "| Kafka consume only, no Redis (the broker's pace) | {events} | | {:.0} |",
+        m.consume_rate
     );
-    println!("\nrelay / ceiling = {:.0}%", 100.0 * relay_rate / raw_rate);
+    println!(
+        "\nrelay / ceiling = {:.0}%",
+        100.0 * m.relay_rate / m.raw_rate
+    );
     println!(
         "relay / consume-only = {:.0}%",
-        100.0 * relay_rate / consume_rate
+        100.0 * m.relay_rate / m.consume_rate
     );
-    Ok(())
 }
 
 /// `entries-added` of an `XINFO STREAM` reply.

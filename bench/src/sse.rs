@@ -2,8 +2,9 @@
 //! `sse` component on the release test host (a child process, so its memory is its
 //! own) → SSE clients in this process.
 
-use crate::procs::{rss_bytes, spawn, until};
+use crate::procs::{rss_bytes, spawn, until, Proc};
 use anyhow::{Context, Result};
+use crm_events_harness::app;
 use crm_events_harness::mock_kafka::Kafka;
 use crm_events_harness::redis_server::{free_port, RedisServer};
 use crm_events_harness::sse_client::SseClient;
@@ -64,8 +65,6 @@ async fn connect(url: &str, n: usize) -> Vec<SseClient> {
     clients
 }
 
-/// Each client reads `n` events; returns per-client latencies (µs) and whether it
-/// got all of them with ids strictly increasing.
 /// Per client: whether it got all `n` events in order, and per event the latency
 /// (µs) from the send and the part of it spent before Redis had the event (its stream
 /// id is Redis's clock, ms).
@@ -130,80 +129,142 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
     sorted[i] as f64 / 1000.0
 }
 
-pub async fn run(a: Args) -> Result<()> {
-    let redis = RedisServer::start()?;
-    let kafka = Kafka::start_with_linger(TOPIC, 3, 0);
-    let sidecar_port = free_port()?;
-    let _sidecar = spawn(
-        "crm-events-sidecar",
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("KAFKA_BROKERS", kafka.brokers()),
-            ("KAFKA_TOPIC", TOPIC.to_string()),
-            ("HTTP_LISTEN", format!("127.0.0.1:{sidecar_port}")),
-            // Kafka answers a waiting fetch as soon as data arrives; the mock broker
-            // holds it to fetch.wait.max.ms. 1 ms stands in for Kafka's behaviour.
-            ("KAFKA_PROP_FETCH_WAIT_MAX_MS", "1".to_string()),
-        ],
-    )?;
-    let port = free_port()?;
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    let max_instances = a.fanout.iter().copied().max().unwrap_or(0).max(a.clients) + 100;
-    let host = spawn(
-        "crm-events-host",
-        &[
-            "--manifest",
-            &format!("{root}/spin.toml"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--variable",
-            &format!("redis_host={}", redis.host_port()),
-            "--variable",
-            "max_clients=0",
-            "--max-instances",
-            &max_instances.to_string(),
-            "--cache-dir",
-            &format!("{root}/target/crm-events-host-cache"),
-        ],
-        &[],
-    )?;
-    let http = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let ok = |url: String| {
-        let http = http.clone();
-        async move {
-            http.get(url)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success())
-        }
-    };
-    until("the app", Duration::from_secs(120), || {
-        ok(format!("{base}/healthz"))
-    })
-    .await?;
-    until("the sidecar's assignment", Duration::from_secs(60), || {
-        ok(format!("http://127.0.0.1:{sidecar_port}/readyz"))
-    })
-    .await?;
-    let url = format!("{base}/crm-events");
-    let pid = host.0.id();
+/// The pipeline under test: Redis, the broker, the release sidecar and host.
+struct Pipeline {
+    redis: RedisServer,
+    kafka: Kafka,
+    _sidecar: Proc,
+    host: Proc,
+    sidecar_port: u16,
+    base: String,
+    http: reqwest::Client,
+}
 
-    // Latency at a fixed rate.
+pub async fn run(a: Args) -> Result<()> {
+    let max_instances = a.fanout.iter().copied().max().unwrap_or(0).max(a.clients) + 100;
+    let p = Pipeline::start(max_instances)?;
+    p.wait_ready().await?;
+    latency_run(&p, &a).await?;
+    println!(
+        "\n## Fan-out: {} events at 100/s to every client",
+        a.fanout_events
+    );
+    println!("| clients | got every event in order | app RSS MiB | RSS per client KiB | p99 ms |");
+    println!("| ---: | ---: | ---: | ---: | ---: |");
+    for &clients in &a.fanout {
+        fanout_run(&p, clients, a.fanout_events).await?;
+    }
+    drop(p.redis);
+    Ok(())
+}
+
+impl Pipeline {
+    fn start(max_instances: usize) -> Result<Self> {
+        let redis = RedisServer::start()?;
+        let kafka = Kafka::start_with_linger(TOPIC, 3, 0);
+        let sidecar_port = free_port()?;
+        let sidecar = spawn(
+            "crm-events-sidecar",
+            &[],
+            &[
+                ("REDIS_URL", redis.url()),
+                ("KAFKA_BROKERS", kafka.brokers()),
+                ("KAFKA_TOPIC", TOPIC.to_string()),
+                ("HTTP_LISTEN", format!("127.0.0.1:{sidecar_port}")),
+                // Kafka answers a waiting fetch as soon as data arrives; the mock broker
+                // holds it to fetch.wait.max.ms. 1 ms stands in for Kafka's behaviour.
+                ("KAFKA_PROP_FETCH_WAIT_MAX_MS", "1".to_string()),
+            ],
+        )?;
+        let port = free_port()?;
+        let host = spawn(
+            "crm-events-host",
+            &[
+                "--manifest",
+                app::manifest_path().to_str().context("path")?,
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--variable",
+                &format!("redis_host={}", redis.host_port()),
+                "--variable",
+                "max_clients=0",
+                "--max-instances",
+                &max_instances.to_string(),
+                "--cache-dir",
+                app::cache_dir().to_str().context("path")?,
+            ],
+            &[],
+        )?;
+        Ok(Self {
+            redis,
+            kafka,
+            _sidecar: sidecar,
+            host,
+            sidecar_port,
+            base: format!("http://127.0.0.1:{port}"),
+            http: reqwest::Client::new(),
+        })
+    }
+
+    async fn get_ok(&self, url: String) -> bool {
+        self.http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+    }
+
+    /// Waits for the app to answer and the sidecar to have its partitions.
+    async fn wait_ready(&self) -> Result<()> {
+        until("the app", Duration::from_secs(120), || {
+            self.get_ok(format!("{}/healthz", self.base))
+        })
+        .await?;
+        until("the sidecar's assignment", Duration::from_secs(60), || {
+            self.get_ok(format!("http://127.0.0.1:{}/readyz", self.sidecar_port))
+        })
+        .await
+    }
+
+    /// Waits until no stream of an earlier run is open.
+    async fn wait_no_streams(&self) -> Result<()> {
+        until(
+            "streams of the last run to close",
+            Duration::from_secs(60),
+            || async {
+                let Ok(r) = self.http.get(format!("{}/metrics", self.base)).send().await else {
+                    return false;
+                };
+                r.text()
+                    .await
+                    .is_ok_and(|t| t.lines().any(|l| l == "crm_events_sse_clients 0"))
+            },
+        )
+        .await
+    }
+
+    fn stream_url(&self) -> String {
+        format!("{}/crm-events", self.base)
+    }
+}
+
+/// Latency at a fixed rate, split at the Redis write.
+async fn latency_run(p: &Pipeline, a: &Args) -> Result<()> {
     let n = (a.rate * a.seconds) as usize;
-    let clients = connect(&url, a.clients).await;
+    let clients = connect(&p.stream_url(), a.clients).await;
     let receiving = tokio::spawn(receive(clients, n));
-    produce(&kafka, n, a.rate).await;
+    produce(&p.kafka, n, a.rate).await;
     let results = receiving.await.context("receivers")?;
     let complete = results.iter().filter(|(ok, _)| *ok).count();
     let pairs: Vec<(i64, i64)> = results.into_iter().flat_map(|(_, l)| l).collect();
-    let mut all: Vec<i64> = pairs.iter().map(|p| p.0).collect();
-    let mut to_redis: Vec<i64> = pairs.iter().map(|p| p.1).collect();
-    let mut from_redis: Vec<i64> = pairs.iter().map(|p| p.0 - p.1).collect();
-    all.sort_unstable();
-    to_redis.sort_unstable();
-    from_redis.sort_unstable();
+    let sorted = |f: fn(&(i64, i64)) -> i64| {
+        let mut v: Vec<i64> = pairs.iter().map(f).collect();
+        v.sort_unstable();
+        v
+    };
+    let all = sorted(|p| p.0);
+    let to_redis = sorted(|p| p.1);
+    let from_redis = sorted(|p| p.0 - p.1);
     println!(
         "## Latency: Kafka produce → SSE client, {} clients, {} events/s for {} s (sidecar defaults; fetch.wait.max.ms=1 for the mock broker)",
         a.clients, a.rate, a.seconds
@@ -230,51 +291,31 @@ pub async fn run(a: Args) -> Result<()> {
         percentile(&from_redis, 0.5),
         percentile(&from_redis, 0.99)
     );
+    Ok(())
+}
 
-    // Fan-out: how many clients still get every event, and what each costs.
+/// Fan-out: whether `clients` clients each get every event, and what each costs.
+async fn fanout_run(p: &Pipeline, clients: usize, events: usize) -> Result<()> {
+    p.wait_no_streams().await?;
+    let pid = p.host.0.id();
+    let before = rss_bytes(pid)?;
+    let connected = connect(&p.stream_url(), clients).await;
+    let after = rss_bytes(pid)?;
+    let receiving = tokio::spawn(receive(connected, events));
+    produce(&p.kafka, events, 100).await;
+    let results = receiving.await.context("receivers")?;
+    let complete = results.iter().filter(|(ok, _)| *ok).count();
+    let mut lat: Vec<i64> = results
+        .into_iter()
+        .flat_map(|(_, l)| l)
+        .map(|p| p.0)
+        .collect();
+    lat.sort_unstable();
     println!(
-        "\n## Fan-out: {} events at 100/s to every client",
-        a.fanout_events
+        "| {clients} | {complete}/{clients} | {:.0} | {:.0} | {:.1} |",
+        after as f64 / 1048576.0,
+        after.saturating_sub(before) as f64 / clients as f64 / 1024.0,
+        percentile(&lat, 0.99)
     );
-    println!("| clients | got every event in order | app RSS MiB | RSS per client KiB | p99 ms |");
-    println!("| ---: | ---: | ---: | ---: | ---: |");
-    for &clients_n in &a.fanout {
-        until(
-            "streams of the last run to close",
-            Duration::from_secs(60),
-            || {
-                let http = http.clone();
-                let metrics = format!("{base}/metrics");
-                async move {
-                    let Ok(r) = http.get(metrics).send().await else {
-                        return false;
-                    };
-                    r.text()
-                        .await
-                        .is_ok_and(|t| t.lines().any(|l| l == "crm_events_sse_clients 0"))
-                }
-            },
-        )
-        .await?;
-        let before = rss_bytes(pid)?;
-        let clients = connect(&url, clients_n).await;
-        let after = rss_bytes(pid)?;
-        let receiving = tokio::spawn(receive(clients, a.fanout_events));
-        produce(&kafka, a.fanout_events, 100).await;
-        let results = receiving.await.context("receivers")?;
-        let complete = results.iter().filter(|(ok, _)| *ok).count();
-        let mut lat: Vec<i64> = results
-            .into_iter()
-            .flat_map(|(_, l)| l)
-            .map(|p| p.0)
-            .collect();
-        lat.sort_unstable();
-        println!(
-            "| {clients_n} | {complete}/{clients_n} | {:.0} | {:.0} | {:.1} |",
-            after as f64 / 1048576.0,
-            after.saturating_sub(before) as f64 / clients_n as f64 / 1024.0,
-            percentile(&lat, 0.99)
-        );
-    }
     Ok(())
 }

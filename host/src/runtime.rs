@@ -16,12 +16,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use tokio::sync::Semaphore;
-use wasmtime::component::{Component, HasSelf, Linker, ResourceTable};
+use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::p2::bindings::http::types::Scheme;
 use wasmtime_wasi_http::p2::bindings::ProxyPre;
 use wasmtime_wasi_http::p2::body::HyperOutgoingBody;
+use wasmtime_wasi_http::p2::types::{HostIncomingRequest, HostResponseOutparam};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 /// Spin's default cap on live instances.
@@ -188,15 +189,7 @@ impl Host {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let mut store = Store::new(
-            loaded.pre.engine(),
-            InstanceState {
-                wasi: WasiCtx::builder().inherit_stderr().inherit_stdout().build(),
-                http: WasiHttpCtx::new(),
-                table: ResourceTable::new(),
-                component: loaded.spec.clone(),
-            },
-        );
+        let mut store = new_store(loaded);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -208,25 +201,7 @@ impl Host {
             .http()
             .new_response_outparam(sender)
             .map_err(|e| anyhow!("{e:?}"))?;
-        let pre = loaded.pre.clone();
-        let id = loaded.spec.id.clone();
-        // The instance runs in its own task: it keeps streaming after the headers
-        // are out, and holds its slot under the instance cap until it returns.
-        let task = tokio::spawn(async move {
-            let _permit = permit;
-            let result = async {
-                let proxy = pre.instantiate_async(&mut store).await?;
-                proxy
-                    .wasi_http_incoming_handler()
-                    .call_handle(&mut store, req, out)
-                    .await
-            }
-            .await;
-            if let Err(e) = &result {
-                tracing::error!(component = id, error = ?e, "instance trapped");
-            }
-            result.map_err(|e| anyhow!("{e:?}"))
-        });
+        let task = spawn_instance(loaded, store, req, out, permit);
         match receiver.await {
             Ok(Ok(resp)) => Ok(resp),
             Ok(Err(code)) => Err(anyhow!("component answered with error {code:?}")),
@@ -237,6 +212,47 @@ impl Host {
             },
         }
     }
+}
+
+/// A fresh store for one instance of `loaded`.
+fn new_store(loaded: &Loaded) -> Store<InstanceState> {
+    Store::new(
+        loaded.pre.engine(),
+        InstanceState {
+            wasi: WasiCtx::builder().inherit_stderr().inherit_stdout().build(),
+            http: WasiHttpCtx::new(),
+            table: ResourceTable::new(),
+            component: loaded.spec.clone(),
+        },
+    )
+}
+
+/// Runs the instance in its own task: it keeps streaming after the headers are out,
+/// and holds its slot under the instance cap until it returns.
+fn spawn_instance(
+    loaded: &Loaded,
+    mut store: Store<InstanceState>,
+    req: Resource<HostIncomingRequest>,
+    out: Resource<HostResponseOutparam>,
+    permit: tokio::sync::OwnedSemaphorePermit,
+) -> tokio::task::JoinHandle<Result<()>> {
+    let pre = loaded.pre.clone();
+    let id = loaded.spec.id.clone();
+    tokio::spawn(async move {
+        let _permit = permit;
+        let result = async {
+            let proxy = pre.instantiate_async(&mut store).await?;
+            proxy
+                .wasi_http_incoming_handler()
+                .call_handle(&mut store, req, out)
+                .await
+        }
+        .await;
+        if let Err(e) = &result {
+            tracing::error!(component = id, error = ?e, "instance trapped");
+        }
+        result.map_err(|e| anyhow!("{e:?}"))
+    })
 }
 
 /// Compiles a component, reusing a cached compilation when the bytes and the engine

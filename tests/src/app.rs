@@ -27,12 +27,19 @@ pub fn cache_dir() -> PathBuf {
     root().join("target/crm-events-host-cache")
 }
 
-/// A native binary of this workspace (`target/debug/<name>`), which `make test` builds.
-pub fn binary(name: &str) -> PathBuf {
-    let target = std::env::var_os("CARGO_TARGET_DIR")
+/// Where cargo puts a native binary of this workspace: `target/<profile>/<name>`
+/// (`CARGO_TARGET_DIR` honoured).
+pub fn binary_path(profile: &str, name: &str) -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root().join("target"));
-    let path = target.join("debug").join(name);
+        .unwrap_or_else(|| root().join("target"))
+        .join(profile)
+        .join(name)
+}
+
+/// A debug binary of this workspace, which `make test` builds; panics when missing.
+pub fn binary(name: &str) -> PathBuf {
+    let path = binary_path("debug", name);
     assert!(
         path.exists(),
         "{} is missing: build it with `cargo build --bins` (make test does)",

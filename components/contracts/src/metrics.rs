@@ -12,8 +12,8 @@
 //! serves the full set, histograms included.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry,
+    Encoder, Gauge, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry,
 };
 
 /// What kind of series a family is.
@@ -63,11 +63,18 @@ impl Family {
         self
     }
 
-    fn opts(&self) -> Opts {
-        Opts::new(self.name, self.help)
-    }
-
-    fn check(&self, kind: Kind, labelled: bool) {
+    /// Makes and registers the collector, checking it is of this family's kind
+    /// and has labels exactly when the family does.
+    fn make<C>(
+        &self,
+        registry: &Registry,
+        kind: Kind,
+        labelled: bool,
+        new: impl FnOnce(Opts) -> prometheus::Result<C>,
+    ) -> C
+    where
+        C: prometheus::core::Collector + Clone + 'static,
+    {
         assert!(
             self.kind == kind && self.labels.is_empty() != labelled,
             "{} is a {:?} with labels {:?}",
@@ -75,49 +82,43 @@ impl Family {
             self.kind,
             self.labels
         );
+        register(registry, new(Opts::new(self.name, self.help)))
     }
 
     /// Registers this family as an integer counter.
     pub fn int_counter(&self, registry: &Registry) -> IntCounter {
-        self.check(Kind::Counter, false);
-        register(registry, IntCounter::with_opts(self.opts()))
+        self.make(registry, Kind::Counter, false, IntCounter::with_opts)
     }
 
     /// Registers this family as an integer counter with its labels.
     pub fn int_counter_vec(&self, registry: &Registry) -> IntCounterVec {
-        self.check(Kind::Counter, true);
-        register(registry, IntCounterVec::new(self.opts(), self.labels))
+        self.make(registry, Kind::Counter, true, |o| {
+            IntCounterVec::new(o, self.labels)
+        })
     }
 
     /// Registers this family as an integer gauge.
     pub fn int_gauge(&self, registry: &Registry) -> IntGauge {
-        self.check(Kind::Gauge, false);
-        register(registry, IntGauge::with_opts(self.opts()))
+        self.make(registry, Kind::Gauge, false, IntGauge::with_opts)
     }
 
     /// Registers this family as an integer gauge with its labels.
     pub fn int_gauge_vec(&self, registry: &Registry) -> IntGaugeVec {
-        self.check(Kind::Gauge, true);
-        register(registry, IntGaugeVec::new(self.opts(), self.labels))
+        self.make(registry, Kind::Gauge, true, |o| {
+            IntGaugeVec::new(o, self.labels)
+        })
     }
 
     /// Registers this family as a float gauge.
     pub fn gauge(&self, registry: &Registry) -> Gauge {
-        self.check(Kind::Gauge, false);
-        register(registry, Gauge::with_opts(self.opts()))
-    }
-
-    /// Registers this family as a float gauge with its labels.
-    pub fn gauge_vec(&self, registry: &Registry) -> GaugeVec {
-        self.check(Kind::Gauge, true);
-        register(registry, GaugeVec::new(self.opts(), self.labels))
+        self.make(registry, Kind::Gauge, false, Gauge::with_opts)
     }
 
     /// Registers this family as a histogram with its buckets.
     pub fn histogram(&self, registry: &Registry) -> Histogram {
-        self.check(Kind::Histogram, false);
-        let opts = HistogramOpts::new(self.name, self.help).buckets(self.buckets.to_vec());
-        register(registry, Histogram::with_opts(opts))
+        self.make(registry, Kind::Histogram, false, |o| {
+            Histogram::with_opts(HistogramOpts::from(o).buckets(self.buckets.to_vec()))
+        })
     }
 }
 
