@@ -41,6 +41,6 @@ clean:
 	$(CARGO) clean
 
 bench: components ## Relay throughput and SSE latency/fan-out (release build; see docs/benchmarks.md).
-	$(CARGO) build --release -p crm-events-sidecar -p crm-events-tests -p crm-events-bench
+	$(CARGO) build --release -p crm-events-sidecar -p crm-events-host -p crm-events-bench
 	./target/release/crm-events-bench relay
 	./target/release/crm-events-bench sse
