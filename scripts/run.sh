@@ -7,6 +7,9 @@
 #   REDIS_URL set       -> that Redis is used; otherwise a redis-server is started here.
 #   The app runs under `spin up` when the Spin CLI is installed, otherwise under the
 #   project's wasmtime host serving the same spin.toml.
+#   Access control stays on: unless SPIN_VARIABLE_AUTH_* configures it, the script makes
+#   a demo key pair and an operator token (every tenant, 8 h) in AUTH_DIR
+#   (default target/run-auth) and prints how to use it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -37,6 +40,20 @@ redis_host=${REDIS_URL#*://}
 redis_host=${redis_host#*@}
 redis_host=${redis_host%%/*}
 
+# Access control: a demo key pair and operator token unless auth is configured.
+AUTH_DIR=${AUTH_DIR:-target/run-auth}
+auth_desc="configured by SPIN_VARIABLE_AUTH_*"
+if [ -z "${SPIN_VARIABLE_AUTH_PUBLIC_KEYS:-}${SPIN_VARIABLE_AUTH_JWKS:-}${SPIN_VARIABLE_AUTH_HS256_SECRET:-}" ] \
+   && [ "${SPIN_VARIABLE_AUTH_MODE:-jwt}" = "jwt" ]; then
+  mkdir -p "$AUTH_DIR"
+  "$BIN/crm-events-sidecar" keygen --out "$AUTH_DIR" >/dev/null
+  (umask 077; "$BIN/crm-events-sidecar" token --key "$AUTH_DIR/private.pem" \
+    --sub operator --tenant '*' --ttl 8h > "$AUTH_DIR/token")
+  SPIN_VARIABLE_AUTH_PUBLIC_KEYS=$(cat "$AUTH_DIR/public.pem")
+  export SPIN_VARIABLE_AUTH_PUBLIC_KEYS
+  auth_desc="demo key pair in $AUTH_DIR (operator token: every tenant, 8 h)"
+fi
+
 sidecar_args=()
 if [ -z "${KAFKA_BROKERS:-}" ]; then
   sidecar_args+=(--embedded-kafka)
@@ -66,8 +83,10 @@ cat <<MSG
 
 crm-events is running
   app        http://127.0.0.1:$PORT/            ($runtime)
-  stream     curl -N http://127.0.0.1:$PORT/crm-events
-  viewer     http://127.0.0.1:$PORT/ops/crm-events
+  auth       $auth_desc
+  stream     curl -N -H "Authorization: Bearer \$(cat $AUTH_DIR/token)" http://127.0.0.1:$PORT/crm-events
+  viewer     http://127.0.0.1:$PORT/ops/crm-events  (sign in with the token in $AUTH_DIR/token)
+  tokens     $BIN/crm-events-sidecar token --key $AUTH_DIR/private.pem --tenant tenant-acme --ttl 1h
   metrics    http://127.0.0.1:$PORT/metrics
   sidecar    http://127.0.0.1:$SIDECAR_PORT/readyz  http://127.0.0.1:$SIDECAR_PORT/metrics
   kafka      $kafka_desc

@@ -151,11 +151,16 @@ impl Manifest {
 
     /// The component that serves `path`, by Spin's matching rules.
     pub fn route(&self, path: &str) -> Option<&str> {
+        self.route_match(path).map(|(_, c)| c)
+    }
+
+    /// The route that matches `path` and the component it names.
+    pub fn route_match(&self, path: &str) -> Option<(&Route, &str)> {
         self.routes
             .iter()
-            .filter_map(|(r, c)| Some((r.score(path)?, c)))
-            .max_by_key(|(score, _)| *score)
-            .map(|(_, c)| c.as_str())
+            .filter_map(|(r, c)| Some((r.score(path)?, r, c)))
+            .max_by_key(|(score, _, _)| *score)
+            .map(|(_, r, c)| (r, c.as_str()))
     }
 }
 

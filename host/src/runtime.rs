@@ -6,12 +6,13 @@
 //! `SPIN_MAX_INSTANCE_COUNT` default): an open SSE stream holds its instance, and a
 //! request beyond the cap fails with a 500 as it does in Spin.
 
-use crate::manifest::{ComponentSpec, Manifest};
+use crate::manifest::{ComponentSpec, Manifest, Route};
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -153,19 +154,20 @@ impl Host {
     }
 
     /// Serves one request.
-    pub async fn handle<B>(&self, req: hyper::Request<B>) -> HostResponse
+    pub async fn handle<B>(&self, mut req: hyper::Request<B>, peer: SocketAddr) -> HostResponse
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let path = req.uri().path().to_string();
-        let Some(loaded) = self
+        let Some((route, loaded)) = self
             .manifest
-            .route(&path)
-            .and_then(|id| self.components.get(id))
+            .route_match(&path)
+            .and_then(|(route, id)| Some((route, self.components.get(id)?)))
         else {
             return plain(404, "Not Found");
         };
+        add_spin_headers(&mut req, peer, route);
         let Ok(permit) = self.instances.clone().try_acquire_owned() else {
             tracing::warn!(path, max = self.max_instances, "instance limit reached");
             return plain(500, "Internal Server Error: instance limit reached");
@@ -210,6 +212,38 @@ impl Host {
                 Ok(Err(e)) => Err(e),
                 Err(e) => Err(e.into()),
             },
+        }
+    }
+}
+
+/// The headers Spin adds to every request a component sees (client-sent headers of
+/// the same names are replaced, so a client cannot pose as another address).
+fn add_spin_headers<B>(req: &mut hyper::Request<B>, peer: SocketAddr, route: &Route) {
+    let path = req.uri().path().to_string();
+    let path_and_query = req
+        .uri()
+        .path_and_query()
+        .map_or(path.clone(), |p| p.to_string());
+    let host = req
+        .headers()
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost")
+        .to_string();
+    let path_info = match route {
+        Route::Exact(_) => String::new(),
+        Route::Wildcard(prefix) => path.strip_prefix(prefix.as_str()).unwrap_or("").to_string(),
+    };
+    let values = [
+        ("spin-client-addr", peer.to_string()),
+        ("spin-full-url", format!("http://{host}{path_and_query}")),
+        ("spin-path-info", path_info),
+        ("spin-matched-route", route.pattern()),
+    ];
+    let headers = req.headers_mut();
+    for (name, value) in values {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
+            headers.insert(name, value);
         }
     }
 }

@@ -18,7 +18,7 @@ pub async fn serve(host: Arc<Host>, listener: TcpListener) -> Result<()> {
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let host = host.clone();
-                async move { Ok::<_, std::convert::Infallible>(host.handle(req).await) }
+                async move { Ok::<_, std::convert::Infallible>(host.handle(req, peer).await) }
             });
             if let Err(e) = http1::Builder::new()
                 .keep_alive(true)

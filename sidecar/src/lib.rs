@@ -19,6 +19,7 @@
 //! * [`demo`]: the embedded broker and demo producer of `make run`, and `produce`.
 //! * [`http`]: the sidecar's own `/healthz`, `/readyz` and `/metrics`.
 //! * [`logging`]: `tracing` setup (`LOG_FORMAT=json` for JSON lines).
+//! * [`token`]: `keygen` and `token`, key pairs and JWTs for operators and tests.
 
 pub mod batch;
 pub mod config;
@@ -28,4 +29,5 @@ pub mod http;
 pub mod logging;
 pub mod relay;
 pub mod telemetry;
+pub mod token;
 pub mod writer;

@@ -5,6 +5,8 @@
 //!   topic and a demo producer (what `make run` does when no Kafka is given).
 //! * `crm-events-sidecar produce '{"Type":"JobCreated",…}'` publishes one event
 //!   (the argument, or standard input).
+//! * `crm-events-sidecar keygen --out DIR` and `crm-events-sidecar token --key
+//!   DIR/private.pem --tenant …` make a key pair and mint test tokens.
 //!
 //! Every flag has an environment variable; `--help` lists them.
 
@@ -13,7 +15,10 @@ use clap::{Parser, Subcommand};
 use crm_events_sidecar::config::{KafkaArgs, RelayConfig};
 use crm_events_sidecar::demo;
 use crm_events_sidecar::telemetry::Telemetry;
+use crm_events_sidecar::token;
+use jsonwebtoken::Algorithm;
 use std::io::Read;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser, Debug)]
@@ -34,6 +39,51 @@ enum Command {
     Run(RunArgs),
     /// Publish one event to a topic (for docs and troubleshooting).
     Produce(ProduceArgs),
+    /// Write a key pair (private.pem, public.pem) for signing test tokens.
+    Keygen(KeygenArgs),
+    /// Mint a JWT the app accepts, from a private key file (testing and demos).
+    Token(TokenArgs),
+}
+
+#[derive(clap::Args, Debug)]
+struct KeygenArgs {
+    /// EdDSA (Ed25519), ES256 (P-256) or RS256 (RSA 2048).
+    #[arg(long, default_value = "EdDSA", value_parser = token::parse_algorithm)]
+    alg: Algorithm,
+    /// Directory to write private.pem and public.pem into (created if missing).
+    #[arg(long)]
+    out: PathBuf,
+}
+
+#[derive(clap::Args, Debug)]
+struct TokenArgs {
+    /// The private key (PKCS#8 PEM), or the shared secret's file for HS256.
+    #[arg(long)]
+    key: PathBuf,
+    /// Signing algorithm.
+    #[arg(long, default_value = "EdDSA", value_parser = token::parse_algorithm)]
+    alg: Algorithm,
+    /// `sub`: who the subscriber is.
+    #[arg(long, default_value = "operator")]
+    sub: String,
+    /// A tenant it may see (repeatable); `*` for every tenant.
+    #[arg(long = "tenant", required = true)]
+    tenants: Vec<String>,
+    /// An event type it may see (repeatable; default: every type).
+    #[arg(long = "type")]
+    types: Vec<String>,
+    /// Lifetime: 90s, 15m, 1h, 2d.
+    #[arg(long, default_value = "1h", value_parser = token::parse_ttl)]
+    ttl: u64,
+    /// `kid` header (selects the key in a JWK set).
+    #[arg(long)]
+    kid: Option<String>,
+    /// `iss` claim.
+    #[arg(long)]
+    iss: Option<String>,
+    /// `aud` claim.
+    #[arg(long)]
+    aud: Option<String>,
 }
 
 #[derive(clap::Args, Debug, Clone)]
@@ -77,6 +127,8 @@ async fn main() -> Result<()> {
         None => run(cli.run).await,
         Some(Command::Run(args)) => run(args).await,
         Some(Command::Produce(args)) => produce(args).await,
+        Some(Command::Keygen(args)) => keygen(args),
+        Some(Command::Token(args)) => mint(args),
     }
 }
 
@@ -157,6 +209,53 @@ async fn produce(args: ProduceArgs) -> Result<()> {
         "{{\"topic\":\"{}\",\"partition\":{partition},\"offset\":{offset}}}",
         args.kafka.topic
     );
+    Ok(())
+}
+
+fn keygen(args: KeygenArgs) -> Result<()> {
+    let pair = token::generate(args.alg)?;
+    std::fs::create_dir_all(&args.out)
+        .with_context(|| format!("creating {}", args.out.display()))?;
+    let private = args.out.join("private.pem");
+    write_private(&private, &pair.private_pem)?;
+    std::fs::write(args.out.join("public.pem"), &pair.public_pem)?;
+    println!("{}", args.out.join("public.pem").display());
+    Ok(())
+}
+
+/// Writes a private key readable by its owner only.
+fn write_private(path: &std::path::Path, pem: &str) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(pem.as_bytes())?;
+    Ok(())
+}
+
+fn mint(args: TokenArgs) -> Result<()> {
+    let key =
+        std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
+    let claims = token::Claims {
+        subject: args.sub,
+        tenants: args.tenants,
+        types: args.types,
+        ttl_seconds: args.ttl,
+        issuer: args.iss,
+        audience: args.aud,
+    };
+    let jwt = token::sign(
+        args.alg,
+        &key,
+        args.kid.as_deref(),
+        &claims.to_json(token::now()),
+    )?;
+    println!("{jwt}");
     Ok(())
 }
 

@@ -16,17 +16,19 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
         free_port().unwrap(),
         free_port().unwrap(),
     );
+    let auth_dir = std::env::temp_dir().join(format!("crm-events-run-auth-{port}"));
     let mut child = Command::new("bash")
         .arg(common::root().join("scripts/run.sh"))
         .env("PORT", port.to_string())
         .env("SIDECAR_PORT", sidecar_port.to_string())
         .env("REDIS_PORT", redis_port.to_string())
         .env("DEMO_RATE", "50")
+        .env("AUTH_DIR", &auth_dir)
         .env_remove("KAFKA_BROKERS")
         .env_remove("REDIS_URL")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .spawn()
         .expect("run.sh");
 
@@ -43,7 +45,14 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let mut c = SseClient::connect(&format!("http://127.0.0.1:{port}/crm-events"), &[]).await;
+    // Access control is on: without the printed token the stream is refused, with
+    // it the demo events flow.
+    let url = format!("http://127.0.0.1:{port}/crm-events");
+    let refused = reqwest::get(&url).await.unwrap();
+    assert_eq!(refused.status().as_u16(), 401);
+    let token = std::fs::read_to_string(auth_dir.join("token")).expect("run.sh wrote a token");
+    let bearer = format!("Bearer {}", token.trim());
+    let mut c = SseClient::connect(&url, &[("authorization", &bearer)]).await;
     let events = c.domain_events(5, Duration::from_secs(30)).await;
     for (_, e) in &events {
         assert!(e["value"]["TenantId"]
@@ -76,4 +85,5 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+    let _ = std::fs::remove_dir_all(&auth_dir);
 }

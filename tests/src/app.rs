@@ -105,7 +105,11 @@ impl App {
         max_instances: usize,
     ) -> App {
         build_components();
-        let mut config = HostConfig::new(manifest_path()).variable("redis_host", redis.host_port());
+        let mut config = HostConfig::new(manifest_path())
+            .variable("redis_host", redis.host_port())
+            // Tests that are not about access control run with it off; the auth
+            // tests set auth_mode=jwt and their keys.
+            .variable("auth_mode", "none");
         for (k, v) in vars {
             config = config.variable(k, *v);
         }

@@ -6,6 +6,7 @@
 //! * [`redis_server`]: a throwaway `redis-server` (the Debian package).
 //! * [`mock_kafka`]: librdkafka's mock cluster (a Kafka-protocol broker) and a producer.
 //! * [`sse_client`]: an SSE client on a WHATWG parser.
+//! * [`tokens`]: test keys of each algorithm and the tokens they sign.
 //! * [`tools`]: external tools a test needs (promtool, docker compose), found or
 //!   reported missing by name.
 
@@ -13,4 +14,5 @@ pub mod app;
 pub mod mock_kafka;
 pub mod redis_server;
 pub mod sse_client;
+pub mod tokens;
 pub mod tools;

@@ -27,6 +27,16 @@ pub const MAX_CLIENTS: &str = "max_clients";
 pub const RETRY_MS: &str = "retry_ms";
 /// `read_count`: entries read from Redis per `XREAD`.
 pub const READ_COUNT: &str = "read_count";
+/// `max_streams_per_subject`: concurrent streams of one token subject (0 = unlimited).
+pub const MAX_STREAMS_PER_SUBJECT: &str = "max_streams_per_subject";
+/// `max_streams_per_address`: concurrent streams from one client address (0 = unlimited).
+pub const MAX_STREAMS_PER_ADDRESS: &str = "max_streams_per_address";
+/// `max_connects_per_minute`: stream openings per client address per minute (0 = unlimited).
+pub const MAX_CONNECTS_PER_MINUTE: &str = "max_connects_per_minute";
+/// `trusted_proxies`: comma-separated proxy IPs whose `X-Forwarded-For` is believed.
+pub const TRUSTED_PROXIES: &str = "trusted_proxies";
+/// `metrics_token` (secret): when set, `/metrics` needs `Authorization: Bearer <it>`.
+pub const METRICS_TOKEN: &str = "metrics_token";
 /// `cors_allowed_origins`: comma-separated origins, `*` for any, empty for none.
 pub const CORS_ALLOWED_ORIGINS: &str = "cors_allowed_origins";
 
@@ -54,6 +64,26 @@ pub struct ConfigError {
     pub reason: &'static str,
 }
 
+impl ConfigError {
+    /// The variable `name` as `vars` holds it is unusable.
+    pub fn new(name: &'static str, vars: &impl Variables, reason: &'static str) -> Self {
+        Self {
+            name,
+            value: vars.get(name).unwrap_or_default(),
+            reason,
+        }
+    }
+
+    /// A secret variable is unusable; its value is never repeated.
+    pub fn secret(name: &'static str, reason: &'static str) -> Self {
+        Self {
+            name,
+            value: "(secret, not shown)".to_string(),
+            reason,
+        }
+    }
+}
+
 /// Reads a variable; `None` when it is not defined (the default applies).
 pub trait Variables {
     /// The value of `name`, if defined.
@@ -66,14 +96,16 @@ impl<F: Fn(&str) -> Option<String>> Variables for F {
     }
 }
 
-fn text(vars: &impl Variables, name: &str, default: &str) -> String {
+/// A text variable, trimmed; `default` when undefined or blank.
+pub(crate) fn text(vars: &impl Variables, name: &str, default: &str) -> String {
     vars.get(name)
         .map(|v| v.trim().to_string())
         .filter(|v| !v.is_empty())
         .unwrap_or_else(|| default.to_string())
 }
 
-fn number(
+/// A whole-number variable within `min..=max`; `default` when undefined or blank.
+pub(crate) fn number(
     vars: &impl Variables,
     name: &'static str,
     default: u64,
@@ -93,6 +125,15 @@ fn number(
         return Err(err("out of range"));
     }
     Ok(n)
+}
+
+/// A `true`/`false` variable (default false).
+pub(crate) fn flag(vars: &impl Variables, name: &'static str) -> Result<bool, ConfigError> {
+    match text(vars, name, "false").to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(ConfigError::new(name, vars, "must be true or false")),
+    }
 }
 
 /// What every component needs: where Redis is and which keys to use.
@@ -140,6 +181,21 @@ pub struct SseConfig {
     pub read_count: u64,
     /// CORS policy.
     pub cors: Cors,
+    /// Per-subject and per-address limits.
+    pub limits: Limits,
+    /// Proxies whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// Limits per subscriber and per client address (0 = unlimited).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Concurrent streams of one token subject (default 20).
+    pub per_subject: u64,
+    /// Concurrent streams from one address (default 100).
+    pub per_address: u64,
+    /// Stream openings per address per minute (default 600).
+    pub connects_per_minute: u64,
 }
 
 impl SseConfig {
@@ -153,6 +209,17 @@ impl SseConfig {
             retry_ms: number(vars, RETRY_MS, 3000, 0, 3_600_000)?,
             read_count: number(vars, READ_COUNT, 500, 1, 10_000)?,
             cors: Cors::parse(&text(vars, CORS_ALLOWED_ORIGINS, "")),
+            limits: Limits {
+                per_subject: number(vars, MAX_STREAMS_PER_SUBJECT, 20, 0, 1_000_000)?,
+                per_address: number(vars, MAX_STREAMS_PER_ADDRESS, 100, 0, 1_000_000)?,
+                connects_per_minute: number(vars, MAX_CONNECTS_PER_MINUTE, 600, 0, 1_000_000)?,
+            },
+            trusted_proxies: text(vars, TRUSTED_PROXIES, "")
+                .split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map(str::to_string)
+                .collect(),
         })
     }
 }

@@ -235,6 +235,20 @@ pub fn connected_event(topic: &str, group: &str, resume_from: &str) -> String {
     .to_string()
 }
 
+/// The SSE event name (and `kind`) of the event that ends a stream at its token's `exp`.
+pub const KIND_AUTH_EXPIRED: &str = "auth_expired";
+
+/// The last event of a stream whose token expired: the client fetches a fresh token
+/// and reconnects with `Last-Event-ID` (`resume_from` is the same position).
+pub fn auth_expired_event(resume_from: &str) -> String {
+    serde_json::json!({
+        "kind": KIND_AUTH_EXPIRED,
+        "message": "the token has expired: reconnect with a fresh token and Last-Event-ID",
+        "resume_from": resume_from,
+    })
+    .to_string()
+}
+
 /// The event that reports that history before `oldest` is no longer retained.
 ///
 /// `requested` is the position the client asked to resume after; `oldest` the oldest

@@ -15,11 +15,13 @@ pub mod routes {
     pub const METRICS: &str = "/metrics";
     /// The SSE stream.
     pub const EVENTS: &str = "/crm-events";
+    /// Trades a bearer token for the session cookie (and shows or ends the session).
+    pub const SESSION: &str = "/crm-events/session";
     /// The live viewer page.
     pub const VIEWER: &str = "/ops/crm-events";
 
     /// Every route above.
-    pub const ALL: &[&str] = &[INFO, HEALTHZ, READYZ, METRICS, EVENTS, VIEWER];
+    pub const ALL: &[&str] = &[INFO, HEALTHZ, READYZ, METRICS, EVENTS, SESSION, VIEWER];
 }
 
 /// `Content-Type` of JSON bodies.
@@ -81,6 +83,8 @@ pub struct Refusal {
     pub extra: Vec<(&'static str, serde_json::Value)>,
     /// `Retry-After` seconds, for 429 and 503.
     pub retry_after: Option<u64>,
+    /// Further headers (`WWW-Authenticate` on a 401).
+    pub extra_headers: Vec<(&'static str, String)>,
 }
 
 impl Refusal {
@@ -92,7 +96,29 @@ impl Refusal {
             message: message.into(),
             extra: Vec::new(),
             retry_after: None,
+            extra_headers: Vec::new(),
         }
+    }
+
+    /// Adds a header.
+    pub fn header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.extra_headers.push((name, value.into()));
+        self
+    }
+
+    /// `401`: no acceptable token (RFC 6750 `WWW-Authenticate`; never the token).
+    pub fn unauthorized(e: &crate::auth::AuthError) -> Self {
+        Self::new(401, e.code(), e.to_string()).header("www-authenticate", e.www_authenticate())
+    }
+
+    /// `403`: the token is valid but does not grant what was asked.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(403, "forbidden", message)
+    }
+
+    /// `500 configuration`: a variable has an unusable value.
+    pub fn configuration(e: &crate::config::ConfigError) -> Self {
+        Self::new(500, "configuration", e.to_string())
     }
 
     /// Adds a body field.
@@ -126,7 +152,48 @@ impl Refusal {
         if let Some(s) = self.retry_after {
             headers.push(("retry-after", s.to_string()));
         }
+        headers.extend(self.extra_headers.iter().cloned());
         headers
+    }
+}
+
+/// The client's IP address for per-address limits: the peer Spin reports in
+/// `spin-client-addr`, or — only when that peer is a trusted proxy — the nearest
+/// untrusted address in `X-Forwarded-For` (read right to left, so a client cannot
+/// pick its own address by sending the header itself).
+pub fn client_address(
+    peer: Option<&str>,
+    forwarded_for: Option<&str>,
+    trusted: &[String],
+) -> String {
+    let Some(peer) = peer.map(ip_of).filter(|p| !p.is_empty()) else {
+        return "unknown".to_string();
+    };
+    if !trusted.iter().any(|t| t == peer) {
+        return peer.to_string();
+    }
+    let hops: Vec<&str> = forwarded_for
+        .unwrap_or("")
+        .split(',')
+        .map(|h| ip_of(h.trim()))
+        .filter(|h| !h.is_empty())
+        .collect();
+    hops.iter()
+        .rev()
+        .find(|h| !trusted.iter().any(|t| t == *h))
+        .or(hops.first())
+        .unwrap_or(&peer)
+        .to_string()
+}
+
+/// The IP of `ip`, `ip:port` or `[v6]:port`.
+fn ip_of(addr: &str) -> &str {
+    if let Some(rest) = addr.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match addr.rsplit_once(':') {
+        Some((ip, port)) if !ip.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => ip,
+        _ => addr,
     }
 }
 
@@ -154,6 +221,30 @@ mod tests {
         assert_eq!(b["ok"], false);
         assert_eq!(b["error"], "not_found");
         assert_eq!(b["path"], "/x");
+    }
+
+    #[test]
+    fn client_address_trusts_forwarded_for_only_from_proxies() {
+        let proxies = vec!["10.0.0.5".to_string()];
+        assert_eq!(
+            client_address(Some("192.0.2.7:5000"), Some("1.2.3.4"), &proxies),
+            "192.0.2.7"
+        );
+        assert_eq!(
+            client_address(Some("10.0.0.5:5000"), Some("1.2.3.4"), &proxies),
+            "1.2.3.4"
+        );
+        // The client's own (leftmost) claim is not believed past an untrusted hop.
+        assert_eq!(
+            client_address(
+                Some("10.0.0.5:1"),
+                Some("6.6.6.6, 198.51.100.9, 10.0.0.5"),
+                &proxies
+            ),
+            "198.51.100.9"
+        );
+        assert_eq!(client_address(Some("[::1]:8080"), None, &[]), "::1");
+        assert_eq!(client_address(None, Some("1.2.3.4"), &proxies), "unknown");
     }
 
     #[test]

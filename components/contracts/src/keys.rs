@@ -87,6 +87,21 @@ impl Keys {
         self.key("sse:leases")
     }
 
+    /// Sorted set of the leases of one token subject (per-subject stream limit).
+    pub fn sse_subject_leases(&self, subject: &str) -> String {
+        self.key(&format!("sse:leases:subject:{subject}"))
+    }
+
+    /// Sorted set of the leases of one client address (per-address stream limit).
+    pub fn sse_address_leases(&self, address: &str) -> String {
+        self.key(&format!("sse:leases:address:{address}"))
+    }
+
+    /// Counter of one address's connection attempts in the current minute.
+    pub fn sse_address_connects(&self, address: &str) -> String {
+        self.key(&format!("sse:connects:{address}"))
+    }
+
     /// Counter that hands out lease ids.
     pub fn sse_lease_seq(&self) -> String {
         self.key("sse:lease-seq")
@@ -119,6 +134,9 @@ mod tests {
             k.sidecar_metrics(),
             k.sse_leases(),
             k.sse_lease_seq(),
+            k.sse_subject_leases("s"),
+            k.sse_address_leases("a"),
+            k.sse_address_connects("a"),
             k.messages_total(),
             k.http_requests(),
         ];

@@ -3,6 +3,7 @@
 //! The Spin components (`wasm32-wasip2`) and the native sidecar both depend on this
 //! crate, so the shapes that cross a process boundary are spelled exactly once:
 //!
+//! * [`auth`]: tokens, keys, identities and scopes (who may see which events).
 //! * [`envelope`]: the JSON each SSE `data:` line carries, and how a Kafka value of any
 //!   kind (JSON, text, binary, oversize) is represented without being dropped.
 //! * [`keys`]: every Redis key name, derived from one prefix.
@@ -19,6 +20,7 @@
 //! Nothing here performs I/O; the components and the sidecar do that and call in here
 //! for every decision, which keeps the logic unit-testable on the host.
 
+pub mod auth;
 pub mod config;
 pub mod envelope;
 pub mod http;

@@ -6,9 +6,9 @@
 //! 3. `?since=` (epoch milliseconds or RFC 3339): replay from that time;
 //! 4. otherwise only events added after the request.
 
-use crate::envelope::event_type_of;
 use crate::stream_id::{parse_since, StreamId};
-use serde_json::Value;
+use serde_json::value::RawValue;
+use std::borrow::Cow;
 
 /// Where a stream starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,33 +106,66 @@ impl Filters {
     }
 
     /// Whether an envelope (JSON bytes) passes the filters. An envelope that cannot
-    /// be read passes only when no filter is set.
+    /// be read passes only when no filter is set. Only `key`, `value.TenantId` and
+    /// `value.Type` are read, borrowed from the bytes (no JSON tree per event: every
+    /// scoped stream runs this on every event).
     pub fn matches(&self, envelope: &[u8]) -> bool {
         if self.is_empty() {
             return true;
         }
-        let Ok(env) = serde_json::from_slice::<Value>(envelope) else {
+        let Ok(env) = serde_json::from_slice::<EnvelopeProbe<'_>>(envelope) else {
             return false;
         };
-        let value = env.get("value").unwrap_or(&Value::Null);
+        let value = env
+            .value
+            .and_then(|v| serde_json::from_str::<ValueProbe<'_>>(v.get()).ok())
+            .unwrap_or_default();
         if !self.tenants.is_empty() {
-            let tenant = match value.get("TenantId") {
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Number(n)) => n.to_string(),
+            match value.tenant.as_deref().and_then(tenant_text) {
+                Some(t) if self.tenants.iter().any(|want| *want == t) => {}
                 _ => return false,
-            };
-            if !self.tenants.contains(&tenant) {
-                return false;
             }
         }
         if !self.types.is_empty() {
-            let key = env.get("key").unwrap_or(&Value::Null);
-            match event_type_of(value, key) {
-                Some(t) if self.types.iter().any(|want| want == t) => {}
+            let key = env
+                .key
+                .and_then(|k| serde_json::from_str::<Cow<'_, str>>(k.get()).ok());
+            match value.kind.or(key) {
+                Some(t) if self.types.iter().any(|want| *want == t) => {}
                 _ => return false,
             }
         }
         true
+    }
+}
+
+/// The envelope fields the filters read.
+#[derive(serde::Deserialize)]
+struct EnvelopeProbe<'a> {
+    #[serde(borrow, default)]
+    key: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    value: Option<&'a RawValue>,
+}
+
+/// The value fields the filters read (`Type`, `TenantId`); other values read as none.
+#[derive(serde::Deserialize, Default)]
+struct ValueProbe<'a> {
+    #[serde(rename = "TenantId", borrow, default)]
+    tenant: Option<&'a RawValue>,
+    #[serde(rename = "Type", borrow, default)]
+    kind: Option<Cow<'a, str>>,
+}
+
+/// A `TenantId` as text: a JSON string, or a number as written.
+fn tenant_text(raw: &RawValue) -> Option<Cow<'_, str>> {
+    let text = raw.get();
+    if text.starts_with('"') {
+        serde_json::from_str(text).ok()
+    } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
+        Some(Cow::Borrowed(text))
+    } else {
+        None
     }
 }
 
@@ -186,5 +219,17 @@ mod tests {
         assert!(Filters::default().matches(b"not json"));
         let numeric = SseRequest::parse("tenant=42", None).unwrap();
         assert!(numeric.filters.matches(br#"{"value":{"TenantId":42}}"#));
+        // Values that are not objects, and events without a tenant, match no tenant.
+        assert!(!numeric.filters.matches(br#"{"value":"text"}"#));
+        assert!(!numeric.filters.matches(br#"{"value":{"Type":"X"}}"#));
+        // Escaped strings compare by their meaning.
+        let escaped = SseRequest::parse("tenant=a/b", None).unwrap();
+        assert!(escaped.filters.matches(br#"{"value":{"TenantId":"a\/b"}}"#));
+        // The type falls back to the key when the value has none.
+        let typed = SseRequest::parse("type=Note", None).unwrap();
+        assert!(typed.filters.matches(br#"{"key":"Note","value":"plain"}"#));
+        assert!(!typed
+            .filters
+            .matches(br#"{"key":{"base64":"//4="},"value":null}"#));
     }
 }

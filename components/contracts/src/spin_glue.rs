@@ -119,6 +119,13 @@ impl Redis {
     }
 }
 
+/// Seconds since the epoch, by the host's wall clock.
+pub fn now_seconds() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
 /// Counts a request for a component that needs no Redis connection of its own: opens
 /// one, counts, closes. Best effort, like [`Redis::count_request`].
 pub fn count_request(config: &CommonConfig, method: &Method, path: &str) {

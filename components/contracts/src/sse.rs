@@ -31,6 +31,13 @@ pub fn event(out: &mut String, id: Option<&str>, data: &str) {
     out.push('\n');
 }
 
+/// Appends a named event (`event: <name>`, no `id:`): `EventSource` dispatches it to
+/// listeners of that name, and the client's last event id stays where it was.
+pub fn named_event(out: &mut String, name: &str, data: &str) {
+    push_field(out, "event", name);
+    event(out, None, data);
+}
+
 /// Appends an event that carries only an `id:`. Clients dispatch nothing for it (its
 /// data is empty), but they record the id as their last event id, so a client whose
 /// filter skipped events still resumes after them.

@@ -5,7 +5,8 @@
 //! increment, and the headline numbers the sidecar mirrors. This component reads
 //! them and renders them with `crm_events_contracts::metrics`.
 
-use crm_events_contracts::config::SseConfig;
+use crm_events_contracts::auth::bearer_matches;
+use crm_events_contracts::config::{SseConfig, Variables, METRICS_TOKEN};
 use crm_events_contracts::http::{routes, Refusal, PROMETHEUS_TEXT};
 use crm_events_contracts::metrics::{render, Snapshot};
 use crm_events_contracts::reply::Reply;
@@ -27,6 +28,13 @@ fn handle(req: Request) -> Response {
     }
     if let Some(r) = reject_unless_get(&req) {
         return r;
+    }
+    let token = SpinVariables.get(METRICS_TOKEN).unwrap_or_default();
+    let authorization = req.header("authorization").and_then(|v| v.as_str());
+    if !token.is_empty() && !bearer_matches(authorization, &token) {
+        let refusal = Refusal::new(401, "unauthorized", "this /metrics needs its scrape token")
+            .header("www-authenticate", r#"Bearer realm="crm-events-metrics""#);
+        return refusal_response(&refusal);
     }
     match redis.and_then(|r| snapshot(&r, &config)) {
         Ok(s) => Response::builder()

@@ -5,22 +5,29 @@
 //!
 //! 1. **parse** the request ([`SseRequest`]: resume position, filters); a malformed
 //!    one is answered `400` before anything else happens;
-//! 2. **lease** a client slot ([`lease`]): `max_clients` across every instance;
-//! 3. **resume**: decide where the stream starts ([`position`]), reporting lost
+//! 2. **authorise**: verify the token (`401`) and narrow the filters to its scope
+//!    (`403` when the query asks for more than the token grants);
+//! 3. **lease** a client slot ([`lease`]): `max_clients` across every instance, and
+//!    the per-subject and per-address limits (`429`);
+//! 4. **resume**: decide where the stream starts ([`position`]), reporting lost
 //!    history as a `gap`;
-//! 4. **tail** the Redis stream ([`relay`]): `XREAD BLOCK` on a connection of its own,
+//! 5. **tail** the Redis stream ([`relay`]): `XREAD BLOCK` on a connection of its own,
 //!    so new events go out within one Redis round trip and the block time doubles as
-//!    the keepalive interval.
+//!    the keepalive interval; the stream ends at the token's `exp` with an
+//!    `auth_expired` event.
 
 mod lease;
 mod position;
 mod relay;
 
+use crm_events_contracts::auth::{find_token, Identity, Mode, Verifier};
 use crm_events_contracts::config::SseConfig;
-use crm_events_contracts::http::{routes, Refusal};
+use crm_events_contracts::http::{client_address, routes, Refusal};
 use crm_events_contracts::request::{Filters, SseRequest};
 use crm_events_contracts::resume::Start;
-use crm_events_contracts::spin_glue::{send_refusal, send_whole, Redis, SpinVariables};
+use crm_events_contracts::spin_glue::{
+    now_seconds, send_refusal, send_whole, Redis, SpinVariables,
+};
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 
@@ -29,6 +36,10 @@ struct Call {
     method: Method,
     query: String,
     last_event_id: Option<String>,
+    authorization: Option<String>,
+    cookie: Option<String>,
+    /// The client address for per-address limits.
+    address: String,
     /// CORS headers every answer carries (empty unless the origin is allowed).
     cors: Vec<(&'static str, String)>,
 }
@@ -47,6 +58,11 @@ impl Call {
             cors.push(("access-control-allow-origin", origin));
             cors.push(("vary", "origin".to_string()));
         }
+        let address = client_address(
+            header("spin-client-addr").as_deref(),
+            header("x-forwarded-for").as_deref(),
+            &config.trusted_proxies,
+        );
         Self {
             method: req.method(),
             query: path_with_query
@@ -54,6 +70,9 @@ impl Call {
                 .map_or("", |(_, q)| q)
                 .to_string(),
             last_event_id: header("last-event-id"),
+            authorization: header("authorization"),
+            cookie: header("cookie"),
+            address,
             cors,
         }
     }
@@ -66,16 +85,17 @@ struct Opened {
     lease: lease::Lease,
     start: Start,
     filters: Filters,
+    /// When the token expires (seconds since the epoch); the stream ends then.
+    expires_at: Option<u64>,
 }
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    let config = match SseConfig::load(&SpinVariables) {
+    let loaded =
+        SseConfig::load(&SpinVariables).and_then(|c| Ok((c, Verifier::load(&SpinVariables)?)));
+    let (config, verifier) = match loaded {
         Ok(c) => c,
-        Err(e) => {
-            let refusal = Refusal::new(500, "configuration", e.to_string());
-            return send_refusal(out, &[], &refusal).await;
-        }
+        Err(e) => return send_refusal(out, &[], &Refusal::configuration(&e)).await,
     };
     let call = Call::read(&req, &config);
     let control = Redis::open(&config.common.redis_address);
@@ -83,7 +103,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
         c.count_request(&config.common.keys, &call.method, routes::EVENTS);
     }
     match call.method {
-        Method::Get => match open(&call, &config, control) {
+        Method::Get => match open(&call, &config, &verifier, control) {
             Ok(opened) => {
                 relay::Relay::new(&config, opened)
                     .run(out, &call.cors)
@@ -101,18 +121,27 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     }
 }
 
-/// Parse → lease → resume: everything that can refuse a stream, before its headers.
+/// Parse → authorise → lease → resume: everything that can refuse a stream,
+/// before its headers.
 fn open(
     call: &Call,
     config: &SseConfig,
+    verifier: &Verifier,
     control: Result<Redis, impl std::fmt::Display>,
 ) -> Result<Opened, Refusal> {
     let request = SseRequest::parse(&call.query, call.last_event_id.as_deref())
         .map_err(|e| Refusal::new(400, "bad_request", e.message).with("parameter", e.parameter))?;
+    let identity = authorise(call, verifier)?;
+    let filters = identity
+        .scope
+        .narrow(&request.filters)
+        .map_err(|e| Refusal::forbidden(e.0))?;
     let control = control.map_err(Refusal::redis_unavailable)?;
-    let lease = lease::Lease::acquire(&control, config)
-        .map_err(Refusal::redis_unavailable)?
-        .ok_or_else(|| too_many_clients(config.max_clients))?;
+    let owner = lease::Owner {
+        subject: &identity.subject,
+        address: &call.address,
+    };
+    let lease = lease::Lease::acquire(&control, config, &owner)?;
     // The stream gets a connection of its own: `XREAD BLOCK` holds it while waiting.
     let resumed = Redis::open(&config.common.redis_address).and_then(|reader| {
         let start = position::resolve(&reader, &config.common.keys, request.resume)?;
@@ -124,7 +153,8 @@ fn open(
             reader,
             lease,
             start,
-            filters: request.filters,
+            filters,
+            expires_at: identity.expires_at,
         }),
         Err(e) => {
             lease.release(&control);
@@ -133,14 +163,20 @@ fn open(
     }
 }
 
-fn too_many_clients(max_clients: u64) -> Refusal {
-    Refusal::new(
-        503,
-        "too_many_clients",
-        format!("this service allows {max_clients} concurrent streams"),
+/// Who the subscriber is: anonymous with auth off, else its verified token.
+fn authorise(call: &Call, verifier: &Verifier) -> Result<Identity, Refusal> {
+    if verifier.mode == Mode::None {
+        return Ok(Identity::anonymous());
+    }
+    let unauthorized = |e| Refusal::unauthorized(&e);
+    let (token, _) = find_token(
+        call.authorization.as_deref(),
+        call.cookie.as_deref(),
+        &call.query,
+        verifier.query_token,
     )
-    .with("max_clients", max_clients)
-    .retry_after(5)
+    .map_err(unauthorized)?;
+    verifier.verify(&token, now_seconds()).map_err(unauthorized)
 }
 
 /// Answers a CORS preflight.
@@ -151,7 +187,7 @@ async fn preflight(out: ResponseOutparam, call: &Call) {
         headers.push(("access-control-allow-methods", "GET, OPTIONS".to_string()));
         headers.push((
             "access-control-allow-headers",
-            "last-event-id, cache-control".to_string(),
+            "last-event-id, cache-control, authorization".to_string(),
         ));
         headers.push(("access-control-max-age", "600".to_string()));
     }

@@ -9,10 +9,10 @@
 
 use crate::Opened;
 use crm_events_contracts::config::SseConfig;
-use crm_events_contracts::envelope::connected_event;
+use crm_events_contracts::envelope::{auth_expired_event, connected_event, KIND_AUTH_EXPIRED};
 use crm_events_contracts::http::EVENT_STREAM;
 use crm_events_contracts::reply::{parse_xread, Entry};
-use crm_events_contracts::spin_glue::fields;
+use crm_events_contracts::spin_glue::{fields, now_seconds};
 use crm_events_contracts::sse;
 use crm_events_contracts::stream_id::StreamId;
 use futures::SinkExt;
@@ -31,6 +31,8 @@ pub struct Relay<'a> {
     position: StreamId,
     /// When the stream must end (`max_stream_seconds`), if ever.
     deadline: Option<Instant>,
+    /// When the token expires, if it does.
+    expiry: Option<Instant>,
     last_renewal: Instant,
     uncounted: u64,
     last_count: Instant,
@@ -51,6 +53,7 @@ impl<'a> Relay<'a> {
         Self {
             config,
             position: opened.start.after,
+            expiry: expiry_instant(opened.expires_at, now),
             opened,
             deadline: (config.max_stream_seconds > 0)
                 .then(|| now + Duration::from_secs(config.max_stream_seconds)),
@@ -98,6 +101,16 @@ impl<'a> Relay<'a> {
 
     /// Waits for the next entries (or the keepalive, or the deadline) and frames them.
     fn next_step(&mut self) -> Step {
+        if self.expiry.is_some_and(|e| e <= Instant::now()) {
+            let mut frames = String::new();
+            let resume_from = self.position.to_string();
+            sse::named_event(
+                &mut frames,
+                KIND_AUTH_EXPIRED,
+                &auth_expired_event(&resume_from),
+            );
+            return Step::End(frames);
+        }
         let Some(block) = self.block_time() else {
             return end("stream time limit reached; reconnect to resume");
         };
@@ -114,15 +127,20 @@ impl<'a> Relay<'a> {
         Step::Send(frames)
     }
 
-    /// How long the next read may block: the keepalive, or less before the deadline;
-    /// `None` once the deadline has passed.
+    /// How long the next read may block: the keepalive, or less before the deadline
+    /// or the token's expiry; `None` once the deadline has passed.
     fn block_time(&self) -> Option<Duration> {
+        let now = Instant::now();
         let keepalive = Duration::from_secs(self.config.keepalive_seconds);
+        let until_expiry = self
+            .expiry
+            .map_or(keepalive, |e| e.saturating_duration_since(now));
+        let block = keepalive.min(until_expiry);
         match self.deadline {
-            None => Some(keepalive),
+            None => Some(block),
             Some(d) => {
-                let left = d.saturating_duration_since(Instant::now());
-                (!left.is_zero()).then(|| keepalive.min(left))
+                let left = d.saturating_duration_since(now);
+                (!left.is_zero()).then(|| block.min(left))
             }
         }
     }
@@ -190,6 +208,11 @@ impl<'a> Relay<'a> {
         self.count_messages();
         self.opened.lease.release(&self.opened.control);
     }
+}
+
+/// The instant of a token's `exp` (seconds since the epoch) by this clock.
+fn expiry_instant(expires_at: Option<u64>, now: Instant) -> Option<Instant> {
+    expires_at.map(|exp| now + Duration::from_secs(exp.saturating_sub(now_seconds())))
 }
 
 /// A step that ends the stream with a comment saying why.

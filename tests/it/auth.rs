@@ -1,0 +1,763 @@
+//! Access control through the real `sse` and `session` components on the host,
+//! against a real Redis: token verification (each algorithm, tampering, `none`,
+//! algorithm confusion, times, issuer, audience, key ids and rotation), how tokens
+//! arrive (header, cookie, query), scopes (403, no leak across tenants under load,
+//! on resume and replay alike), expiry with exact resume, limits (429) and the
+//! scrape token.
+
+mod common;
+
+use common::{client, App};
+use crm_events_contracts::envelope::{Envelope, RawRecord};
+use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
+use crm_events_harness::redis_server::RedisServer;
+use crm_events_harness::sse_client::SseClient;
+use crm_events_harness::tokens::{self, auth_vars, claims, sign, token};
+use jsonwebtoken::Algorithm;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+/// The app with access control on, accepting the test keys of `algs`, plus `extra`.
+async fn app(redis: &RedisServer, algs: &[Algorithm], extra: &[(&str, &str)]) -> App {
+    let mut vars = auth_vars(algs);
+    vars.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+    let vars: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    App::start(redis, &vars).await
+}
+
+/// GETs `/crm-events` with headers; returns status, headers and the body when the
+/// answer is not a stream.
+async fn attempt(
+    app: &App,
+    query: &str,
+    headers: &[(&str, &str)],
+) -> (u16, reqwest::header::HeaderMap, Value) {
+    let mut req = client().get(app.url(&format!("/crm-events{query}")));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    if status == 200 {
+        return (status, headers, Value::Null);
+    }
+    let body = resp.text().await.unwrap();
+    let json =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("{status}: not JSON ({e}): {body}"));
+    (status, headers, json)
+}
+
+fn bearer(token: &str) -> String {
+    format!("Bearer {token}")
+}
+
+/// Asserts a 401 with RFC 6750's header and a JSON body that does not echo `token`.
+async fn assert_401(app: &App, token: &str, description: &str) {
+    let (status, headers, body) = attempt(app, "", &[("authorization", &bearer(token))]).await;
+    assert_eq!(status, 401, "{description}: {body}");
+    let www = headers["www-authenticate"].to_str().unwrap();
+    assert!(
+        www.starts_with(r#"Bearer realm="crm-events", error="invalid_token""#),
+        "{www}"
+    );
+    assert_eq!(body["error"], "invalid_token", "{description}");
+    assert!(
+        body["message"].as_str().unwrap().contains(description),
+        "{description}: {body}"
+    );
+    let text = body.to_string();
+    assert!(
+        !text.contains(token) && !www.contains(token),
+        "the token is echoed"
+    );
+}
+
+/// Appends an event of `tenant` to the stream as the sidecar would; returns its id.
+fn add(conn: &mut redis::Connection, offset: i64, tenant: Option<&str>, kind: &str) -> String {
+    let value = match tenant {
+        Some(t) => format!(r#"{{"Type":"{kind}","TenantId":"{t}","Seq":{offset}}}"#),
+        None => format!(r#"{{"Type":"{kind}","Seq":{offset}}}"#),
+    };
+    let env = Envelope::from_record(
+        RawRecord {
+            topic: "aetherlink.events",
+            partition: 0,
+            offset,
+            timestamp: Some(1_795_000_000_000),
+            key: Some(kind.as_bytes()),
+            value: Some(value.as_bytes()),
+        },
+        [],
+        0,
+    );
+    redis::cmd("XADD")
+        .arg(Keys::default().stream())
+        .arg("*")
+        .arg(ENVELOPE_FIELD)
+        .arg(env.to_json())
+        .query(conn)
+        .unwrap()
+}
+
+#[tokio::test]
+async fn every_allowed_algorithm_verifies_and_streams() {
+    let redis = RedisServer::start().unwrap();
+    let algs = [
+        Algorithm::EdDSA,
+        Algorithm::ES256,
+        Algorithm::RS256,
+        Algorithm::HS256,
+    ];
+    let app = app(&redis, &algs, &[]).await;
+    for alg in algs {
+        let t = sign(alg, None, &claims("ops", &["*"], 600));
+        let mut c =
+            SseClient::connect(&app.url("/crm-events"), &[("authorization", &bearer(&t))]).await;
+        let (_, connected) = c.next_json(T).await.expect("connected");
+        assert_eq!(connected["kind"], "connected", "{alg:?}");
+    }
+}
+
+#[tokio::test]
+async fn bad_tokens_get_401_with_rfc_6750_headers_and_never_an_echo() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(
+        &redis,
+        &[Algorithm::EdDSA, Algorithm::RS256],
+        &[
+            ("auth_issuer", "https://idp.example"),
+            ("auth_audience", "crm-events"),
+        ],
+    )
+    .await;
+    let good = |c: Value| {
+        let mut c = c;
+        c["iss"] = json!("https://idp.example");
+        c["aud"] = json!("crm-events");
+        c
+    };
+    let valid = sign(Algorithm::EdDSA, None, &good(claims("u", &["*"], 600)));
+    let (status, _, _) = attempt(&app, "", &[("authorization", &bearer(&valid))]).await;
+    assert_eq!(status, 200, "the valid token itself is accepted");
+
+    // A flipped signature byte.
+    let mut tampered = valid.clone().into_bytes();
+    let last = tampered.len() - 2;
+    tampered[last] = if tampered[last] == b'A' { b'B' } else { b'A' };
+    assert_401(
+        &app,
+        &String::from_utf8(tampered).unwrap(),
+        "signature is invalid",
+    )
+    .await;
+    // alg: none, unsigned.
+    let b64 = |v: &Value| {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string())
+    };
+    let none = format!(
+        "{}.{}.",
+        b64(&json!({"alg":"none","typ":"JWT"})),
+        b64(&good(claims("u", &["*"], 600)))
+    );
+    assert_401(&app, &none, "malformed").await;
+    // Not allowed: ES256 is not in this app's list.
+    let es = sign(Algorithm::ES256, None, &good(claims("u", &["*"], 600)));
+    assert_401(&app, &es, "algorithm is not allowed").await;
+    // Times, issuer, audience, no exp.
+    assert_401(
+        &app,
+        &sign(Algorithm::EdDSA, None, &good(claims("u", &["*"], -120))),
+        "expired",
+    )
+    .await;
+    let mut future = good(claims("u", &["*"], 600));
+    future["nbf"] = json!(tokens_now() + 600);
+    assert_401(
+        &app,
+        &sign(Algorithm::EdDSA, None, &future),
+        "not valid yet",
+    )
+    .await;
+    let mut issued_later = good(claims("u", &["*"], 900));
+    issued_later["iat"] = json!(tokens_now() + 600);
+    assert_401(
+        &app,
+        &sign(Algorithm::EdDSA, None, &issued_later),
+        "not valid yet",
+    )
+    .await;
+    let mut wrong_iss = good(claims("u", &["*"], 600));
+    wrong_iss["iss"] = json!("https://evil.example");
+    assert_401(&app, &sign(Algorithm::EdDSA, None, &wrong_iss), "issuer").await;
+    let mut wrong_aud = good(claims("u", &["*"], 600));
+    wrong_aud["aud"] = json!("another-service");
+    assert_401(&app, &sign(Algorithm::EdDSA, None, &wrong_aud), "audience").await;
+    let mut no_exp = good(claims("u", &["*"], 600));
+    no_exp.as_object_mut().unwrap().remove("exp");
+    assert_401(&app, &sign(Algorithm::EdDSA, None, &no_exp), "no expiry").await;
+    assert_401(&app, "not-a-jwt", "malformed").await;
+}
+
+fn tokens_now() -> u64 {
+    crm_events_sidecar::token::now()
+}
+
+/// An RS256 public key is never an HMAC secret: HS256 signed with the public key's
+/// PEM bytes is refused, even when HS256 itself is allowed (with its own secret).
+#[tokio::test]
+async fn algorithm_confusion_is_refused() {
+    let redis = RedisServer::start().unwrap();
+    let rsa_public = tokens::keys(Algorithm::RS256).public_pem.clone();
+    let forged = crm_events_sidecar::token::sign(
+        Algorithm::HS256,
+        rsa_public.as_bytes(),
+        None,
+        &claims("mallory", &["*"], 600),
+    )
+    .unwrap();
+    let rs_only = app(&redis, &[Algorithm::RS256], &[]).await;
+    assert_401(&rs_only, &forged, "algorithm is not allowed").await;
+    let both = app(&redis, &[Algorithm::RS256, Algorithm::HS256], &[]).await;
+    assert_401(&both, &forged, "signature is invalid").await;
+}
+
+#[tokio::test]
+async fn key_ids_select_keys_and_rotation_keeps_both_valid() {
+    let redis = RedisServer::start().unwrap();
+    let jwk = |alg: Algorithm, kid: &str| {
+        let pem = &tokens::keys(alg).public_pem;
+        let key = jsonwebtoken::DecodingKey::from_ed_pem(pem.as_bytes())
+            .or_else(|_| jsonwebtoken::DecodingKey::from_ec_pem(pem.as_bytes()))
+            .unwrap();
+        let mut v = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_decoding_key(&key, Some(alg)).unwrap(),
+        )
+        .unwrap();
+        v["kid"] = json!(kid);
+        v
+    };
+    // Overlap: the old (EdDSA, "2026-10") and the new (ES256, "2026-11") key.
+    let jwks =
+        json!({"keys": [jwk(Algorithm::EdDSA, "2026-10"), jwk(Algorithm::ES256, "2026-11")]})
+            .to_string();
+    let app = App::start(
+        &redis,
+        &[
+            ("auth_mode", "jwt"),
+            ("auth_jwks", &jwks),
+            ("auth_algorithms", "EdDSA,ES256"),
+        ],
+    )
+    .await;
+    for (alg, kid) in [(Algorithm::EdDSA, "2026-10"), (Algorithm::ES256, "2026-11")] {
+        let t = sign(alg, Some(kid), &claims("u", &["*"], 600));
+        let (status, _, body) = attempt(&app, "", &[("authorization", &bearer(&t))]).await;
+        assert_eq!(status, 200, "{kid}: {body}");
+    }
+    let unknown = sign(Algorithm::EdDSA, Some("2025-01"), &claims("u", &["*"], 600));
+    assert_401(&app, &unknown, "no key matches").await;
+    // The right key id with the other key's signature does not pass either.
+    let crossed = sign(Algorithm::EdDSA, Some("2026-11"), &claims("u", &["*"], 600));
+    assert_401(&app, &crossed, "no key matches").await;
+}
+
+#[tokio::test]
+async fn missing_or_garbled_credentials_get_401() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(&redis, &[Algorithm::EdDSA], &[]).await;
+    let (status, headers, body) = attempt(&app, "", &[]).await;
+    assert_eq!(status, 401);
+    assert_eq!(headers["www-authenticate"], r#"Bearer realm="crm-events""#);
+    assert_eq!(body["error"], "missing_token");
+    for (name, value) in [
+        ("authorization", "Basic dXNlcjpwYXNz"),
+        ("authorization", "Bearer"),
+        ("cookie", "crm_events_session=garbage"),
+    ] {
+        let (status, _, body) = attempt(&app, "", &[(name, value)]).await;
+        assert_eq!(status, 401, "{name}: {value}: {body}");
+        assert_eq!(body["error"], "invalid_token");
+    }
+    // A query token is ignored unless enabled.
+    let t = token("u", &["*"]);
+    let (status, _, _) = attempt(&app, &format!("?access_token={t}"), &[]).await;
+    assert_eq!(status, 401);
+    let open = app_with_query_tokens(&redis).await;
+    let (status, _, _) = attempt(&open, &format!("?access_token={t}"), &[]).await;
+    assert_eq!(status, 200);
+}
+
+async fn app_with_query_tokens(redis: &RedisServer) -> App {
+    app(redis, &[Algorithm::EdDSA], &[("auth_query_token", "true")]).await
+}
+
+#[tokio::test]
+async fn the_session_route_trades_a_token_for_a_strict_cookie() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(&redis, &[Algorithm::EdDSA], &[]).await;
+    let t = sign(
+        Algorithm::EdDSA,
+        None,
+        &claims("alice", &["tenant-a", "tenant-b"], 300),
+    );
+    let resp = client()
+        .post(app.url("/crm-events/session"))
+        .header("authorization", bearer(&t))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/"] {
+        assert!(cookie.contains(attribute), "{cookie}");
+    }
+    let max_age: u64 = cookie
+        .split("Max-Age=")
+        .nth(1)
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (295..=300).contains(&max_age),
+        "cookie lifetime {max_age} is capped at the token's exp"
+    );
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["subject"], "alice");
+    assert_eq!(body["tenants"], json!(["tenant-a", "tenant-b"]));
+    assert!(
+        !body.to_string().contains(&t),
+        "the body does not echo the token"
+    );
+
+    let pair = cookie.split(';').next().unwrap().to_string();
+    let who: Value = client()
+        .get(app.url("/crm-events/session"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(who["subject"], "alice");
+    let mut c = SseClient::connect(&app.url("/crm-events"), &[("cookie", &pair)]).await;
+    assert_eq!(c.next_json(T).await.unwrap().1["kind"], "connected");
+
+    let bye = client()
+        .delete(app.url("/crm-events/session"))
+        .send()
+        .await
+        .unwrap();
+    assert!(bye.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .contains("Max-Age=0"));
+    // A session cannot be opened with a bad token, nor from a cookie.
+    let bad = client()
+        .post(app.url("/crm-events/session"))
+        .header("cookie", &pair)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 401);
+}
+
+#[tokio::test]
+async fn query_filters_may_narrow_the_scope_but_never_widen_it() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(&redis, &[Algorithm::EdDSA], &[]).await;
+    let t = bearer(&token("bob", &["tenant-a"]));
+    let (status, _, body) = attempt(&app, "?tenant=tenant-b", &[("authorization", &t)]).await;
+    assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")));
+    let (status, _, _) = attempt(&app, "?tenant=tenant-a", &[("authorization", &t)]).await;
+    assert_eq!(status, 200);
+    let mut typed = claims("carol", &["*"], 600);
+    typed["types"] = json!(["JobCreated"]);
+    let typed = bearer(&sign(Algorithm::EdDSA, None, &typed));
+    let (status, _, _) = attempt(&app, "?type=JobDeleted", &[("authorization", &typed)]).await;
+    assert_eq!(status, 403);
+    let no_tenants = bearer(&sign(
+        Algorithm::EdDSA,
+        None,
+        &json!({"sub": "dan", "exp": tokens_now() + 600}),
+    ));
+    let (status, _, body) = attempt(&app, "", &[("authorization", &no_tenants)]).await;
+    assert_eq!(status, 403, "a token without tenants sees nothing: {body}");
+}
+
+/// 10 tenants × 20 subscribers, 5,000 events mixed across tenants (and some without
+/// a tenant): every subscriber gets exactly its tenants' events, in order, live,
+/// after a `Last-Event-ID` resume and on a `since=` replay.
+#[tokio::test]
+async fn no_event_crosses_tenants_under_load_live_resumed_or_replayed() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(
+        &redis,
+        &[Algorithm::EdDSA],
+        &[("max_streams_per_address", "0")],
+    )
+    .await;
+    let tenant = |i: usize| format!("tenant-{i}");
+    let scopes: Vec<Vec<String>> = (0..200)
+        .map(|s| {
+            let (t, j) = (s / 20, s % 20);
+            // One subscriber per tenant also holds the next tenant.
+            if j == 0 {
+                vec![tenant(t), tenant((t + 1) % 10)]
+            } else {
+                vec![tenant(t)]
+            }
+        })
+        .collect();
+    let mut clients = Vec::new();
+    for (s, scope) in scopes.iter().enumerate() {
+        let refs: Vec<&str> = scope.iter().map(String::as_str).collect();
+        let auth = bearer(&token(&format!("user-{s}"), &refs));
+        let mut c = SseClient::connect(&app.url("/crm-events"), &[("authorization", &auth)]).await;
+        c.next(T).await.expect("connected");
+        clients.push(c);
+    }
+    let mut conn = redis.connection().unwrap();
+    let mut all: Vec<(String, Option<String>)> = Vec::new();
+    for i in 0..5_000i64 {
+        let t = (i % 11 != 10).then(|| tenant((i as usize * 7) % 10));
+        let id = add(&mut conn, i, t.as_deref(), "JobUpdated");
+        all.push((id, t));
+    }
+    let expected = |scope: &[String], after: usize| -> Vec<String> {
+        all[after..]
+            .iter()
+            .filter(|(_, t)| t.as_ref().is_some_and(|t| scope.contains(t)))
+            .map(|(id, _)| id.clone())
+            .collect()
+    };
+    let tasks: Vec<_> = clients
+        .into_iter()
+        .zip(scopes.clone())
+        .map(|(mut c, scope)| {
+            let want = expected(&scope, 0);
+            tokio::spawn(async move {
+                let got = c.domain_events(want.len(), Duration::from_secs(60)).await;
+                let ids: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
+                assert_eq!(ids, want, "scope {scope:?}");
+                // Nothing more arrives for it.
+                assert!(c
+                    .next_json(Duration::from_millis(300))
+                    .await
+                    .is_none_or(|(_, e)| e["kind"] != "domain_event"));
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    // Resume from the middle and replay from the start, for a sample of subscribers.
+    for s in (0..200).step_by(23) {
+        let scope = &scopes[s];
+        let refs: Vec<&str> = scope.iter().map(String::as_str).collect();
+        let auth = bearer(&token(&format!("user-{s}"), &refs));
+        let middle = &all[2_500].0;
+        let mut resumed = SseClient::connect(
+            &app.url("/crm-events"),
+            &[("authorization", &auth), ("last-event-id", middle)],
+        )
+        .await;
+        let want = expected(scope, 2_501);
+        let ids: Vec<String> = resumed
+            .domain_events(want.len(), T)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, want, "resume, scope {scope:?}");
+        let mut replay =
+            SseClient::connect(&app.url("/crm-events?since=0"), &[("authorization", &auth)]).await;
+        let want = expected(scope, 0);
+        let ids: Vec<String> = replay
+            .domain_events(want.len(), T)
+            .await
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(ids, want, "replay, scope {scope:?}");
+    }
+}
+
+/// The stream ends at the token's `exp` with an `auth_expired` event; a new token and
+/// `Last-Event-ID` resume exactly, events added in between included.
+#[tokio::test]
+async fn a_stream_ends_at_exp_and_resumes_exactly_with_a_new_token() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(&redis, &[Algorithm::EdDSA], &[("auth_leeway_seconds", "0")]).await;
+    let mut conn = redis.connection().unwrap();
+    let short = bearer(&sign(Algorithm::EdDSA, None, &claims("eve", &["t1"], 3)));
+    let mut c = SseClient::connect(&app.url("/crm-events"), &[("authorization", &short)]).await;
+    c.next(T).await.expect("connected");
+    let first: Vec<String> = (0..5)
+        .map(|i| add(&mut conn, i, Some("t1"), "JobCreated"))
+        .collect();
+    let got = c.domain_events(5, T).await;
+    let last_seen = got.last().unwrap().0.clone();
+    assert_eq!(last_seen, first[4]);
+    let ended = loop {
+        let e = c
+            .next(Duration::from_secs(10))
+            .await
+            .expect("the auth_expired event before the end");
+        if e.event == "auth_expired" {
+            break e;
+        }
+    };
+    let body: Value = serde_json::from_str(&ended.data).unwrap();
+    assert_eq!(body["kind"], "auth_expired");
+    assert_eq!(body["resume_from"], json!(last_seen));
+    assert!(
+        c.next(Duration::from_secs(5)).await.is_none(),
+        "the stream ended"
+    );
+
+    let later: Vec<String> = (5..8)
+        .map(|i| add(&mut conn, i, Some("t1"), "JobCreated"))
+        .collect();
+    let fresh = bearer(&token("eve", &["t1"]));
+    let mut again = SseClient::connect(
+        &app.url("/crm-events"),
+        &[("authorization", &fresh), ("last-event-id", &last_seen)],
+    )
+    .await;
+    let ids: Vec<String> = again
+        .domain_events(3, T)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(ids, later, "exactly the events after the last one seen");
+}
+
+#[tokio::test]
+async fn per_subject_per_address_and_rate_limits_answer_429_and_recover() {
+    let redis = RedisServer::start().unwrap();
+    // A 1 s keepalive: a stream notices its client is gone within a couple of seconds.
+    let app = app(
+        &redis,
+        &[Algorithm::EdDSA],
+        &[
+            ("max_streams_per_subject", "2"),
+            ("max_streams_per_address", "3"),
+            ("trusted_proxies", "127.0.0.1"),
+            ("keepalive_seconds", "1"),
+        ],
+    )
+    .await;
+    let alice = bearer(&token("alice", &["*"]));
+    let open = |auth: String, ip: &'static str| {
+        let url = app.url("/crm-events");
+        async move {
+            SseClient::connect(&url, &[("authorization", &auth), ("x-forwarded-for", ip)]).await
+        }
+    };
+    let a1 = open(alice.clone(), "198.51.100.1").await;
+    let _a2 = open(alice.clone(), "198.51.100.2").await;
+    let (status, headers, body) = attempt(
+        &app,
+        "",
+        &[
+            ("authorization", &alice),
+            ("x-forwarded-for", "198.51.100.3"),
+        ],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("too_many_streams")),
+        "{body}"
+    );
+    assert!(
+        headers["retry-after"]
+            .to_str()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+            >= 1
+    );
+    assert_eq!(body["limit"], 2);
+    // Closing a stream frees its slot.
+    drop(a1);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let _a3 = loop {
+        let url = app.url("/crm-events");
+        let resp = client()
+            .get(url)
+            .header("authorization", &alice)
+            .header("x-forwarded-for", "198.51.100.4")
+            .send()
+            .await
+            .unwrap();
+        if resp.status().as_u16() == 200 {
+            break resp;
+        }
+        assert_eq!(resp.status().as_u16(), 429);
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream's lease was never released"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    // Per address: three subjects from one address, a fourth is refused.
+    let mut held = Vec::new();
+    for s in ["bob", "carol", "dave"] {
+        held.push(open(bearer(&token(s, &["*"])), "203.0.113.9").await);
+    }
+    let erin = bearer(&token("erin", &["*"]));
+    let (status, _, body) = attempt(
+        &app,
+        "",
+        &[("authorization", &erin), ("x-forwarded-for", "203.0.113.9")],
+    )
+    .await;
+    assert_eq!((status, body["limit"].as_u64()), (429, Some(3)));
+
+    // A dead instance's leases expire: age them past their expiry, and the address
+    // is free again without any release.
+    let mut conn = redis.connection().unwrap();
+    let key = Keys::default().sse_address_leases("203.0.113.9");
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(&key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(members.len(), 3);
+    for m in &members {
+        let () = redis::cmd("ZADD")
+            .arg(&key)
+            .arg(1)
+            .arg(m)
+            .query(&mut conn)
+            .unwrap();
+    }
+    let (status, _, body) = attempt(
+        &app,
+        "",
+        &[("authorization", &erin), ("x-forwarded-for", "203.0.113.9")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+}
+
+/// Stream openings per address per minute: the window counts every opening, and
+/// other addresses are not affected.
+#[tokio::test]
+async fn openings_per_address_per_minute_answer_429_with_retry_after() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(
+        &redis,
+        &[Algorithm::EdDSA],
+        &[
+            ("max_connects_per_minute", "3"),
+            ("trusted_proxies", "127.0.0.1"),
+        ],
+    )
+    .await;
+    let fay = bearer(&token("fay", &["*"]));
+    for _ in 0..3 {
+        let (status, _, _) = attempt(
+            &app,
+            "",
+            &[("authorization", &fay), ("x-forwarded-for", "192.0.2.50")],
+        )
+        .await;
+        assert_eq!(status, 200);
+    }
+    let (status, headers, body) = attempt(
+        &app,
+        "",
+        &[("authorization", &fay), ("x-forwarded-for", "192.0.2.50")],
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (429, Some("rate_limited")),
+        "{body}"
+    );
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!((1..=60).contains(&retry), "Retry-After {retry}");
+    let (status, _, _) = attempt(
+        &app,
+        "",
+        &[("authorization", &fay), ("x-forwarded-for", "192.0.2.51")],
+    )
+    .await;
+    assert_eq!(status, 200, "another address has its own window");
+}
+
+#[tokio::test]
+async fn metrics_need_the_scrape_token_when_one_is_set() {
+    let redis = RedisServer::start().unwrap();
+    let app = App::start(&redis, &[("metrics_token", "scrape-me-please")]).await;
+    let plain = client().get(app.url("/metrics")).send().await.unwrap();
+    assert_eq!(plain.status().as_u16(), 401);
+    let wrong = client()
+        .get(app.url("/metrics"))
+        .header("authorization", "Bearer scrape-me")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wrong.status().as_u16(), 401);
+    let ok = client()
+        .get(app.url("/metrics"))
+        .header("authorization", "Bearer scrape-me-please")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ok.status().as_u16(), 200);
+    // Nothing secret in / and /readyz.
+    for path in ["/", "/readyz"] {
+        let text = client()
+            .get(app.url(path))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        assert!(!text.contains("scrape-me-please"), "{path}: {text}");
+    }
+}
+
+#[tokio::test]
+async fn readyz_reports_auth_without_key_material_and_fails_without_keys() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(&redis, &[Algorithm::EdDSA], &[]).await;
+    let body: Value = client()
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["checks"]["auth"], "jwt (1 keys)");
+    assert!(!body.to_string().contains("BEGIN"));
+    let keyless = App::start(&redis, &[("auth_mode", "jwt")]).await;
+    let resp = client().get(keyless.url("/readyz")).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 503);
+    let body: Value = resp.json().await.unwrap();
+    assert!(
+        body["failed"].as_array().unwrap().contains(&json!("auth")),
+        "{body}"
+    );
+    let (status, _, body) = attempt(&keyless, "", &[]).await;
+    assert_eq!(
+        (status, body["error"].as_str()),
+        (500, Some("configuration"))
+    );
+}
