@@ -30,8 +30,26 @@ try {
   const visible = () => page.locator("#events li.event:not(.hidden)").count();
   const status = () => page.locator("#status").textContent();
 
+  // Access control is on: the page asks for a token; a bad one is refused with the
+  // server's reason, a good one signs in (HttpOnly cookie) and the stream goes live.
   await page.goto(base + "/ops/crm-events");
+  await page.waitForSelector("#signin", { state: "visible" });
+  await page.fill("#token", "not.a.token");
+  await page.click("#signin-button");
+  await page.waitForFunction(() => document.querySelector("#signin-error").textContent.includes("malformed"));
+  await page.fill("#token", process.env.TOKEN);
+  await page.click("#signin-button");
   await page.waitForFunction(() => document.querySelector("#status").textContent === "live");
+  check((await page.locator("#whoami").textContent()).startsWith("ops-alice · *"), "shows the subject and its tenants");
+  check(!(await page.locator("#signin").isVisible()), "the sign-in form is gone once signed in");
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === "crm_events_session");
+  check(session && session.httpOnly && session.sameSite === "Strict", "an HttpOnly, SameSite=Strict session cookie");
+  check(!(await page.evaluate(() => document.cookie)).includes("crm_events_session"), "scripts cannot read the cookie");
+  // The browser logs the two expected 401s (no session yet, the bad token); any
+  // error from here on fails the test.
+  check(errors.length === 2 && errors.every((e) => e.includes("401")), "only the expected 401s: " + errors.join(" | "));
+  errors.length = 0;
 
   // Events produced to Kafka appear, newest first, coloured by type.
   const n = parseInt(await ask("READY"), 10);
@@ -39,6 +57,11 @@ try {
   check((await page.locator("#events li.created").count()) >= 1, "a Created event is green");
   check((await page.locator("#events li.deleted").count()) >= 1, "a Deleted event is red");
   check(/aetherlink\.events:\d+@\d+/.test(await page.locator("#events li .where").first().textContent()), "topic:partition@offset shown");
+  // Each card says what happened without opening the JSON.
+  const first = page.locator('#events li.event[data-type="JobCreated"]');
+  check((await first.locator(".tenant").textContent()) === "tenant-acme", "the card names the tenant");
+  check((await first.locator(".summary").textContent()) === "job-0 · Visit 0", "the card names the entity and its title");
+  check(/\d{2}:\d{2}:\d{2}/.test(await first.locator(".when").textContent()), "local time with its zone");
 
   // Pause buffers and counts; resume shows them.
   await page.click("#pause");

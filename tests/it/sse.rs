@@ -550,3 +550,41 @@ async fn a_custom_key_prefix_is_used_end_to_end_and_nothing_escapes_it() {
         assert!(keys.contains(&key), "{key} missing from {keys:?}");
     }
 }
+
+/// `?tail=N` starts N entries back (the recent past for a page that just opened);
+/// a reconnect's `Last-Event-ID` wins over it.
+#[tokio::test]
+async fn tail_starts_n_entries_back() {
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis.connection().unwrap();
+    let ids = add_many(&mut conn, 10);
+    let app = App::start(&redis, &[]).await;
+    let mut c = SseClient::connect(&app.url("/crm-events?tail=3"), &[]).await;
+    let got: Vec<String> = c
+        .domain_events(3, T)
+        .await
+        .into_iter()
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(got, ids[7..]);
+    let more = add(&mut conn, "*", 10, "t1", "JobCreated");
+    assert_eq!(c.domain_events(1, T).await[0].0, more);
+    let mut all = SseClient::connect(&app.url("/crm-events?tail=50"), &[]).await;
+    assert_eq!(
+        all.domain_events(11, T).await[0].0,
+        ids[0],
+        "fewer entries than asked: all of them"
+    );
+    let mut resumed = SseClient::connect(
+        &app.url("/crm-events?tail=3"),
+        &[("last-event-id", &ids[8])],
+    )
+    .await;
+    assert_eq!(resumed.domain_events(1, T).await[0].0, ids[9]);
+    let bad = client()
+        .get(app.url("/crm-events?tail=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+}

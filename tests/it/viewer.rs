@@ -1,6 +1,8 @@
 //! The viewer page at /ops/crm-events in a real headless Chromium (Debian's
-//! `chromium`, driven by `playwright-core` from `tests/browser/viewer.mjs`): events
-//! produced to Kafka appear, pause buffers, resume shows, the text filter hides and
+//! `chromium`, driven by `playwright-core` from `tests/browser/viewer.mjs`), with
+//! access control on: a bad token is refused, a good one signs in through the
+//! session cookie and the page shows who is signed in; events produced to Kafka
+//! appear (each card with its tenant, entity and local time), pause buffers, resume shows, the text filter hides and
 //! shows, the download is valid JSONL of the kept events, keyboard and phone width
 //! work, and the status follows the app going down and coming back.
 
@@ -9,6 +11,8 @@ mod common;
 use common::sidecar::Sidecar;
 use crm_events_harness::mock_kafka::Kafka;
 use crm_events_harness::redis_server::{free_port, RedisServer};
+use crm_events_harness::tokens;
+use jsonwebtoken::Algorithm;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -26,6 +30,15 @@ fn start_app(port: u16, redis: &RedisServer) -> Child {
         .args(["--listen", &format!("127.0.0.1:{port}")])
         .args(["--variable", &format!("redis_host={}", redis.host_port())])
         .args(["--variable", "retry_ms=500"])
+        .args(["--variable", "auth_mode=jwt"])
+        .args(["--variable", "auth_algorithms=EdDSA"])
+        .args([
+            "--variable",
+            &format!(
+                "auth_public_keys={}",
+                tokens::keys(Algorithm::EdDSA).public_pem
+            ),
+        ])
         .args([
             "--cache-dir",
             crm_events_harness::app::cache_dir().to_str().unwrap(),
@@ -77,6 +90,7 @@ fn viewer_page_in_headless_chromium() {
         .arg(browser_dir.join("viewer.mjs"))
         .current_dir(&browser_dir)
         .env("BASE_URL", format!("http://127.0.0.1:{port}"))
+        .env("TOKEN", tokens::token("ops-alice", &["*"]))
         .env("SCREENSHOT", out_dir.join("viewer.png"))
         .env("SCREENSHOT_PHONE", out_dir.join("viewer-phone.png"))
         .stdin(Stdio::piped())

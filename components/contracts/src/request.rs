@@ -4,7 +4,8 @@
 //! 1. the `Last-Event-ID` header (what `EventSource` sends when it reconnects);
 //! 2. `?last_event_id=` (for clients that cannot set headers);
 //! 3. `?since=` (epoch milliseconds or RFC 3339): replay from that time;
-//! 4. otherwise only events added after the request.
+//! 4. `?tail=N`: start N entries back (the recent past, for a page that just opened);
+//! 5. otherwise only events added after the request.
 
 use crate::stream_id::{parse_since, StreamId};
 use serde_json::value::RawValue;
@@ -19,7 +20,12 @@ pub enum Resume {
     After(StreamId),
     /// Events added at or after this time (ms since the epoch).
     Since(u64),
+    /// The newest N entries, then new ones.
+    Tail(u64),
 }
+
+/// The largest `?tail=`.
+pub const MAX_TAIL: u64 = 10_000;
 
 /// Server-side filters. Empty lists match everything.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,11 +60,13 @@ impl SseRequest {
     pub fn parse(query: &str, last_event_id: Option<&str>) -> Result<Self, RequestError> {
         let mut query_id = None;
         let mut since = None;
+        let mut tail = None;
         let mut filters = Filters::default();
         for (name, value) in form_urlencoded::parse(query.as_bytes()) {
             match name.as_ref() {
                 "last_event_id" | "lastEventId" => query_id = Some(value.into_owned()),
                 "since" => since = Some(value.into_owned()),
+                "tail" => tail = Some(value.into_owned()),
                 "tenant" => filters.tenants.extend(list(&value)),
                 "type" => filters.types.extend(list(&value)),
                 _ => {}
@@ -84,10 +92,22 @@ impl SseRequest {
                 parameter: "since",
                 message: e.to_string(),
             })?)
+        } else if let Some(tail) = tail {
+            Resume::Tail(parse_tail(&tail)?)
         } else {
             Resume::New
         };
         Ok(Self { resume, filters })
+    }
+}
+
+fn parse_tail(value: &str) -> Result<u64, RequestError> {
+    match value.trim().parse::<u64>() {
+        Ok(n) if (1..=MAX_TAIL).contains(&n) => Ok(n),
+        _ => Err(RequestError {
+            parameter: "tail",
+            message: format!("not a whole number from 1 to {MAX_TAIL}"),
+        }),
     }
 }
 
@@ -182,6 +202,24 @@ mod tests {
         let r = SseRequest::parse("since=5", Some("")).unwrap();
         assert_eq!(r.resume, Resume::Since(5));
         assert_eq!(SseRequest::parse("", None).unwrap().resume, Resume::New);
+        assert_eq!(
+            SseRequest::parse("tail=50", None).unwrap().resume,
+            Resume::Tail(50)
+        );
+        let r = SseRequest::parse("tail=50", Some("3-0")).unwrap();
+        assert_eq!(
+            r.resume,
+            Resume::After(StreamId::new(3, 0)),
+            "a reconnect resumes, not tails"
+        );
+        assert_eq!(
+            SseRequest::parse("tail=0", None).unwrap_err().parameter,
+            "tail"
+        );
+        assert_eq!(
+            SseRequest::parse("tail=x", None).unwrap_err().parameter,
+            "tail"
+        );
     }
 
     #[test]

@@ -41,6 +41,11 @@ pub fn decide(info: &StreamInfo, resume: Resume) -> Start {
             gap: trimmed_after(id)
                 .then(|| gap_event(&id.to_string(), oldest.as_deref(), "trimmed")),
         },
+        Resume::Tail(_) => Start {
+            // The caller resolves the tail to the id before its oldest entry.
+            after: info.last_generated_id,
+            gap: None,
+        },
         Resume::Since(ms) => {
             let after = StreamId::just_before_time(ms);
             Start {

@@ -33,6 +33,15 @@ impl StreamId {
         Self { ms, seq }
     }
 
+    /// The id just before this one (reading after it returns this one first).
+    pub fn predecessor(self) -> Self {
+        match (self.seq, self.ms) {
+            (0, 0) => Self::ZERO,
+            (0, ms) => Self::new(ms - 1, u64::MAX),
+            (seq, ms) => Self::new(ms, seq - 1),
+        }
+    }
+
     /// The position to read after so that the first entry returned is the first one
     /// added at or after `ms` (reading is exclusive of the given id).
     pub fn just_before_time(ms: u64) -> Self {

@@ -58,8 +58,8 @@ return 1
 
 /// Who holds a lease: the token's subject and the client's address.
 pub struct Owner<'a> {
-    /// `sub` (empty with auth off).
-    pub subject: &'a str,
+    /// `sub`; `None` with auth off (no per-subject limit then).
+    pub subject: Option<&'a str>,
     /// The client address.
     pub address: &'a str,
 }
@@ -82,9 +82,10 @@ impl Lease {
         let ttl_ms = (config.keepalive_seconds * 3 * 1000).max(30_000);
         let sets = [
             keys.sse_leases(),
-            keys.sse_subject_leases(owner.subject),
+            keys.sse_subject_leases(owner.subject.unwrap_or("")),
             keys.sse_address_leases(owner.address),
         ];
+        let per_subject = owner.subject.map_or(0, |_| limits.per_subject);
         let reply = redis
             .run(
                 "EVAL",
@@ -98,7 +99,7 @@ impl Lease {
                     &keys.sse_address_connects(owner.address),
                     &ttl_ms.to_string(),
                     &config.max_clients.to_string(),
-                    &limits.per_subject.to_string(),
+                    &per_subject.to_string(),
                     &limits.per_address.to_string(),
                     &limits.connects_per_minute.to_string(),
                 ],

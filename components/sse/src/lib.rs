@@ -138,7 +138,7 @@ fn open(
         .map_err(|e| Refusal::forbidden(e.0))?;
     let control = control.map_err(Refusal::redis_unavailable)?;
     let owner = lease::Owner {
-        subject: &identity.subject,
+        subject: (verifier.mode == Mode::Jwt).then_some(identity.subject.as_str()),
         address: &call.address,
     };
     let lease = lease::Lease::acquire(&control, config, &owner)?;

@@ -9,6 +9,7 @@ use crm_events_contracts::reply::{parse_xinfo_stream, Reply};
 use crm_events_contracts::request::Resume;
 use crm_events_contracts::resume::{decide, Start};
 use crm_events_contracts::spin_glue::{Redis, RedisError};
+use crm_events_contracts::stream_id::StreamId;
 
 /// Returns `{trim marker or false, XINFO STREAM fields…}`; just the marker when the
 /// stream does not exist. KEYS: stream, trim marker.
@@ -37,5 +38,22 @@ pub fn resolve(redis: &Redis, keys: &Keys, resume: Resume) -> Result<Start, Redi
     let mut facts =
         parse_xinfo_stream(info).map_err(|e| RedisError::protocol("XINFO STREAM", e))?;
     facts.trimmed_through = marker.and_then(Reply::as_str).and_then(|s| s.parse().ok());
-    Ok(decide(&facts, resume))
+    let mut start = decide(&facts, resume);
+    if let Resume::Tail(n) = resume {
+        if let Some(oldest) = nth_newest(redis, keys, n)? {
+            start.after = oldest.predecessor();
+        }
+    }
+    Ok(start)
+}
+
+/// The id of the `n`th newest entry (or the oldest, when there are fewer).
+fn nth_newest(redis: &Redis, keys: &Keys, n: u64) -> Result<Option<StreamId>, RedisError> {
+    let reply = redis.run(
+        "XREVRANGE",
+        &[&keys.stream(), "+", "-", "COUNT", &n.to_string()],
+    )?;
+    // Flattened single-field entries: id, field, envelope, id, field, envelope, …
+    let last_id = reply.len().checked_sub(3).and_then(|i| reply.get(i));
+    Ok(last_id.and_then(Reply::as_str).and_then(|s| s.parse().ok()))
 }
