@@ -5,11 +5,14 @@
 //! * `sse`: end-to-end latency Kafka produce → SSE client receive (p50/p99) at a
 //!   fixed rate with many clients, and fan-out: the most clients that each still get
 //!   every event, with the app's memory per client.
+//! * `auth`: what access control costs, auth on vs off in the same run: connection
+//!   setup latency and events delivered per second.
 //!
 //! Everything is real: a redis-server, librdkafka's mock cluster (a Kafka-protocol
 //! broker on loopback), the release sidecar and test host binaries, the `.wasm`
 //! components. Run it with `make bench`.
 
+mod auth;
 mod procs;
 mod relay;
 mod sse;
@@ -29,6 +32,8 @@ enum Command {
     Relay(relay::Args),
     /// SSE latency and fan-out.
     Sse(sse::Args),
+    /// Access control's cost: connection setup and delivery, auth on vs off.
+    Auth(auth::Args),
 }
 
 #[tokio::main]
@@ -36,5 +41,6 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Relay(a) => relay::run(a).await,
         Command::Sse(a) => sse::run(a).await,
+        Command::Auth(a) => auth::run(a).await,
     }
 }

@@ -438,9 +438,9 @@ fn pem_keys(text: &str) -> Result<Vec<Key>, &'static str> {
     while let Some(start) = rest.find("-----BEGIN ") {
         let block_end = rest[start..]
             .find(END)
-            .and_then(|e| rest[start + e..].find("\n").map(|n| start + e + n))
+            .and_then(|e| rest[start + e..].find('\n').map(|n| start + e + n))
             .unwrap_or(rest.len());
-        let block = rest[start..block_end].as_bytes();
+        let block = &rest.as_bytes()[start..block_end];
         let key = DecodingKey::from_ed_pem(block)
             .or_else(|_| DecodingKey::from_ec_pem(block))
             .or_else(|_| DecodingKey::from_rsa_pem(block))

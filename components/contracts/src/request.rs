@@ -141,7 +141,7 @@ impl Filters {
             .and_then(|v| serde_json::from_str::<ValueProbe<'_>>(v.get()).ok())
             .unwrap_or_default();
         if !self.tenants.is_empty() {
-            match value.tenant.as_deref().and_then(tenant_text) {
+            match value.tenant.and_then(tenant_text) {
                 Some(t) if self.tenants.iter().any(|want| *want == t) => {}
                 _ => return false,
             }
