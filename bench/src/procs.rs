@@ -55,6 +55,19 @@ pub fn rss_bytes(pid: u32) -> Result<u64> {
     Ok(kb * 1024)
 }
 
+/// Memory only this process holds (`Private_Clean` + `Private_Dirty` of
+/// `/proc/<pid>/smaps_rollup`), bytes: unlike RSS it does not count pages shared with
+/// other mappings (a component's copy-on-write memory image) once per instance.
+pub fn private_bytes(pid: u32) -> Result<u64> {
+    let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))?;
+    let kb: u64 = rollup
+        .lines()
+        .filter(|l| l.starts_with("Private_Clean:") || l.starts_with("Private_Dirty:"))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .sum();
+    Ok(kb * 1024)
+}
+
 /// Polls `check` every 5 ms until true, or fails after `timeout`.
 pub async fn until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
 where

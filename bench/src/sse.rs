@@ -2,7 +2,7 @@
 //! `sse` component on the release test host (a child process, so its memory is its
 //! own) → SSE clients in this process.
 
-use crate::procs::{rss_bytes, spawn, until, Proc};
+use crate::procs::{private_bytes, rss_bytes, spawn, until, Proc};
 use anyhow::{Context, Result};
 use crm_events_harness::app;
 use crm_events_harness::mock_kafka::Kafka;
@@ -149,8 +149,8 @@ pub async fn run(a: Args) -> Result<()> {
         "\n## Fan-out: {} events at 100/s to every client",
         a.fanout_events
     );
-    println!("| clients | got every event in order | app RSS MiB | RSS per client KiB | p99 ms |");
-    println!("| ---: | ---: | ---: | ---: | ---: |");
+    println!("| clients | got every event in order | app RSS MiB | RSS per client KiB | private per client KiB | p99 ms |");
+    println!("| ---: | ---: | ---: | ---: | ---: | ---: |");
     for &clients in &a.fanout {
         fanout_run(&p, clients, a.fanout_events).await?;
     }
@@ -188,6 +188,14 @@ impl Pipeline {
                 &format!("redis_host={}", redis.host_port()),
                 "--variable",
                 "max_clients=0",
+                // The pipeline's own latency; `bench auth` measures what auth adds.
+                // Every client is on 127.0.0.1: no per-address limits here.
+                "--variable",
+                "auth_mode=none",
+                "--variable",
+                "max_streams_per_address=0",
+                "--variable",
+                "max_connects_per_minute=0",
                 "--max-instances",
                 &max_instances.to_string(),
                 "--cache-dir",
@@ -298,9 +306,9 @@ async fn latency_run(p: &Pipeline, a: &Args) -> Result<()> {
 async fn fanout_run(p: &Pipeline, clients: usize, events: usize) -> Result<()> {
     p.wait_no_streams().await?;
     let pid = p.host.0.id();
-    let before = rss_bytes(pid)?;
+    let (before, private_before) = (rss_bytes(pid)?, private_bytes(pid)?);
     let connected = connect(&p.stream_url(), clients).await;
-    let after = rss_bytes(pid)?;
+    let (after, private_after) = (rss_bytes(pid)?, private_bytes(pid)?);
     let receiving = tokio::spawn(receive(connected, events));
     produce(&p.kafka, events, 100).await;
     let results = receiving.await.context("receivers")?;
@@ -311,10 +319,12 @@ async fn fanout_run(p: &Pipeline, clients: usize, events: usize) -> Result<()> {
         .map(|p| p.0)
         .collect();
     lat.sort_unstable();
+    let per_client = |a: u64, b: u64| a.saturating_sub(b) as f64 / clients as f64 / 1024.0;
     println!(
-        "| {clients} | {complete}/{clients} | {:.0} | {:.0} | {:.1} |",
+        "| {clients} | {complete}/{clients} | {:.0} | {:.0} | {:.0} | {:.1} |",
         after as f64 / 1048576.0,
-        after.saturating_sub(before) as f64 / clients as f64 / 1024.0,
+        per_client(after, before),
+        per_client(private_after, private_before),
         percentile(&lat, 0.99)
     );
     Ok(())

@@ -50,6 +50,11 @@ async fn attempt(
     (status, headers, json)
 }
 
+/// A stream attempt with `auth`, from `ip` (a trusted proxy's `X-Forwarded-For`).
+async fn attempt_from(app: &App, auth: &str, ip: &str) -> (u16, reqwest::header::HeaderMap, Value) {
+    attempt(app, "", &[("authorization", auth), ("x-forwarded-for", ip)]).await
+}
+
 fn bearer(token: &str) -> String {
     format!("Bearer {token}")
 }
@@ -565,15 +570,7 @@ async fn per_subject_per_address_and_rate_limits_answer_429_and_recover() {
     };
     let a1 = open(alice.clone(), "198.51.100.1").await;
     let _a2 = open(alice.clone(), "198.51.100.2").await;
-    let (status, headers, body) = attempt(
-        &app,
-        "",
-        &[
-            ("authorization", &alice),
-            ("x-forwarded-for", "198.51.100.3"),
-        ],
-    )
-    .await;
+    let (status, headers, body) = attempt_from(&app, &alice, "198.51.100.3").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (429, Some("too_many_streams")),
@@ -617,12 +614,7 @@ async fn per_subject_per_address_and_rate_limits_answer_429_and_recover() {
         held.push(open(bearer(&token(s, &["*"])), "203.0.113.9").await);
     }
     let erin = bearer(&token("erin", &["*"]));
-    let (status, _, body) = attempt(
-        &app,
-        "",
-        &[("authorization", &erin), ("x-forwarded-for", "203.0.113.9")],
-    )
-    .await;
+    let (status, _, body) = attempt_from(&app, &erin, "203.0.113.9").await;
     assert_eq!((status, body["limit"].as_u64()), (429, Some(3)));
 
     // A dead instance's leases expire: age them past their expiry, and the address
@@ -644,12 +636,7 @@ async fn per_subject_per_address_and_rate_limits_answer_429_and_recover() {
             .query(&mut conn)
             .unwrap();
     }
-    let (status, _, body) = attempt(
-        &app,
-        "",
-        &[("authorization", &erin), ("x-forwarded-for", "203.0.113.9")],
-    )
-    .await;
+    let (status, _, body) = attempt_from(&app, &erin, "203.0.113.9").await;
     assert_eq!(status, 200, "{body}");
 }
 
@@ -669,20 +656,10 @@ async fn openings_per_address_per_minute_answer_429_with_retry_after() {
     .await;
     let fay = bearer(&token("fay", &["*"]));
     for _ in 0..3 {
-        let (status, _, _) = attempt(
-            &app,
-            "",
-            &[("authorization", &fay), ("x-forwarded-for", "192.0.2.50")],
-        )
-        .await;
+        let (status, _, _) = attempt_from(&app, &fay, "192.0.2.50").await;
         assert_eq!(status, 200);
     }
-    let (status, headers, body) = attempt(
-        &app,
-        "",
-        &[("authorization", &fay), ("x-forwarded-for", "192.0.2.50")],
-    )
-    .await;
+    let (status, headers, body) = attempt_from(&app, &fay, "192.0.2.50").await;
     assert_eq!(
         (status, body["error"].as_str()),
         (429, Some("rate_limited")),
@@ -690,12 +667,7 @@ async fn openings_per_address_per_minute_answer_429_with_retry_after() {
     );
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
-    let (status, _, _) = attempt(
-        &app,
-        "",
-        &[("authorization", &fay), ("x-forwarded-for", "192.0.2.51")],
-    )
-    .await;
+    let (status, _, _) = attempt_from(&app, &fay, "192.0.2.51").await;
     assert_eq!(status, 200, "another address has its own window");
 }
 

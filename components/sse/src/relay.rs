@@ -36,6 +36,9 @@ pub struct Relay<'a> {
     last_renewal: Instant,
     uncounted: u64,
     last_count: Instant,
+    /// `XREAD` arguments that never change, made once.
+    stream_key: String,
+    read_count: String,
 }
 
 /// What one wake-up of the loop produced.
@@ -60,6 +63,8 @@ impl<'a> Relay<'a> {
             last_renewal: now,
             uncounted: 0,
             last_count: now,
+            stream_key: config.common.keys.stream(),
+            read_count: config.read_count.to_string(),
         }
     }
 
@@ -151,11 +156,11 @@ impl<'a> Relay<'a> {
             "XREAD",
             &[
                 "COUNT",
-                &self.config.read_count.to_string(),
+                &self.read_count,
                 "BLOCK",
                 &block.as_millis().max(1).to_string(),
                 "STREAMS",
-                &self.config.common.keys.stream(),
+                &self.stream_key,
                 &self.position.to_string(),
             ],
         );
