@@ -111,6 +111,14 @@ try {
   await page.waitForFunction(() => document.querySelector("#status").textContent === "live", null, { timeout: 30000 });
   await page.waitForFunction((t) => document.querySelectorAll("#events li.event").length === t, n + m + more, { timeout: 30000 });
   check((await status()) === "live", "live again");
+
+  // New server filters drop the cards they no longer admit.
+  await page.fill("#tenant", "tenant-globex");
+  await page.click("#apply");
+  await page.waitForFunction(() => document.querySelectorAll("#events li.event").length === 2);
+  check(await page.evaluate(() => [...document.querySelectorAll("#events li.event")].every((li) => li.dataset.tenant === "tenant-globex")),
+        "only tenant-globex cards remain");
+  await page.waitForFunction(() => document.querySelector("#status").textContent === "live");
   console.log("OK");
 } catch (e) {
   console.log("FAIL " + (e && e.stack ? e.stack : e));
