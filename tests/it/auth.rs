@@ -124,6 +124,14 @@ async fn every_allowed_algorithm_verifies_and_streams() {
         let (_, connected) = c.next_json(T).await.expect("connected");
         assert_eq!(connected["kind"], "connected", "{alg:?}");
     }
+    // PEM keys have no kid: a token that names one is still checked against them.
+    let with_kid = sign(
+        Algorithm::EdDSA,
+        Some("2026-11"),
+        &claims("ops", &["*"], 600),
+    );
+    let (status, _, body) = attempt(&app, "", &[("authorization", &bearer(&with_kid))]).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 #[tokio::test]

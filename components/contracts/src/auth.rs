@@ -304,13 +304,22 @@ impl Verifier {
             return Err(AuthError::AlgorithmNotAllowed);
         }
         let family = header.alg.family();
-        let candidates = self.keys.iter().filter(|k| {
-            k.key.family() == family
-                && match &header.kid {
-                    Some(kid) => k.kid.as_deref() == Some(kid.as_str()),
-                    None => true,
-                }
-        });
+        let of_family = || self.keys.iter().filter(move |k| k.key.family() == family);
+        // A `kid` selects among the keys that have one; keys without one (PEM) are
+        // tried when no key carries that `kid`.
+        let by_kid: Vec<&Key> = match &header.kid {
+            Some(kid) => of_family()
+                .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+                .collect(),
+            None => Vec::new(),
+        };
+        let candidates: Vec<&Key> = if by_kid.is_empty() {
+            of_family()
+                .filter(|k| header.kid.is_none() || k.kid.is_none())
+                .collect()
+        } else {
+            by_kid
+        };
         let validation = self.validation(header.alg);
         let mut result = Err(AuthError::UnknownKey);
         for k in candidates {
