@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{client, App};
+use common::{client, get_text, App};
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use crm_events_harness::redis_server::RedisServer;
@@ -483,22 +483,12 @@ async fn no_event_crosses_tenants_under_load_live_resumed_or_replayed() {
         )
         .await;
         let want = expected(scope, 2_501);
-        let ids: Vec<String> = resumed
-            .domain_events(want.len(), T)
-            .await
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let ids: Vec<String> = resumed.domain_event_ids(want.len(), T).await;
         assert_eq!(ids, want, "resume, scope {scope:?}");
         let mut replay =
             SseClient::connect(&app.url("/crm-events?since=0"), &[("authorization", &auth)]).await;
         let want = expected(scope, 0);
-        let ids: Vec<String> = replay
-            .domain_events(want.len(), T)
-            .await
-            .into_iter()
-            .map(|(id, _)| id)
-            .collect();
+        let ids: Vec<String> = replay.domain_event_ids(want.len(), T).await;
         assert_eq!(ids, want, "replay, scope {scope:?}");
     }
 }
@@ -545,12 +535,7 @@ async fn a_stream_ends_at_exp_and_resumes_exactly_with_a_new_token() {
         &[("authorization", &fresh), ("last-event-id", &last_seen)],
     )
     .await;
-    let ids: Vec<String> = again
-        .domain_events(3, T)
-        .await
-        .into_iter()
-        .map(|(id, _)| id)
-        .collect();
+    let ids: Vec<String> = again.domain_event_ids(3, T).await;
     assert_eq!(ids, later, "exactly the events after the last one seen");
 }
 
@@ -701,14 +686,7 @@ async fn metrics_need_the_scrape_token_when_one_is_set() {
     assert_eq!(ok.status().as_u16(), 200);
     // Nothing secret in / and /readyz.
     for path in ["/", "/readyz"] {
-        let text = client()
-            .get(app.url(path))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = get_text(&app.url(path)).await;
         assert!(!text.contains("scrape-me-please"), "{path}: {text}");
     }
 }

@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{client, App};
+use common::{client, get_text, App};
 use crm_events_contracts::keys::Keys;
 use crm_events_harness::redis_server::RedisServer;
 use redis::Commands;
@@ -145,14 +145,7 @@ async fn metrics_count_requests_and_pass_promtool() {
     }
 
     // A second scrape sees the first one counted.
-    let text = client()
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&app.url("/metrics")).await;
     assert!(text.contains(r#"crm_events_http_requests_total{method="GET",path="/metrics"} 2"#));
     // Liveness never touches Redis, so it is the one route not counted.
     assert!(!text.contains(r#"path="/healthz""#), "{text}");

@@ -87,6 +87,12 @@ impl SseClient {
         out
     }
 
+    /// The ids of the next `n` domain events.
+    pub async fn domain_event_ids(&mut self, n: usize, timeout: Duration) -> Vec<String> {
+        let events = self.domain_events(n, timeout).await;
+        events.into_iter().map(|(id, _)| id).collect()
+    }
+
     /// Everything received so far, as text.
     pub fn raw(&self) -> String {
         self.raw.lock().unwrap().clone()

@@ -9,6 +9,18 @@ pub mod stream;
 #[allow(unused_imports)]
 pub use crm_events_harness::app::{root, App};
 
+/// The body of `GET url` as text.
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 /// An HTTP client with a bound on every request.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()
