@@ -1,9 +1,11 @@
-//! The HTTP/1.1 listener: accepts connections and hands each request to the [`Host`].
+//! The listener: accepts connections and hands each request to the [`Host`]. Like
+//! `spin up`, it speaks HTTP/1.1 and HTTP/2 over cleartext with prior knowledge
+//! (h2c; `curl --http2-prior-knowledge`), told apart by the connection preface.
 
 use crate::runtime::Host;
 use anyhow::Result;
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
 use std::sync::Arc;
 use tokio::net::TcpListener;
 
@@ -20,8 +22,7 @@ pub async fn serve(host: Arc<Host>, listener: TcpListener) -> Result<()> {
                 let host = host.clone();
                 async move { Ok::<_, std::convert::Infallible>(host.handle(req, peer).await) }
             });
-            if let Err(e) = http1::Builder::new()
-                .keep_alive(true)
+            if let Err(e) = auto::Builder::new(TokioExecutor::new())
                 .serve_connection(TokioIo::new(socket), service)
                 .await
             {

@@ -248,3 +248,30 @@ fn readme_route_table_matches_spin_toml() {
         "README ## Routes vs spin.toml triggers"
     );
 }
+
+/// Like `spin up`, the host answers HTTP/2 with prior knowledge (h2c), streams included.
+#[tokio::test]
+async fn http2_prior_knowledge_is_served_like_spin() {
+    use futures::StreamExt;
+    let redis = RedisServer::start().unwrap();
+    let app = App::start(&redis, &[]).await;
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let resp = h2.get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
+    assert_eq!(resp.status().as_u16(), 200);
+    let stream = h2.get(app.url("/crm-events")).send().await.unwrap();
+    assert_eq!(stream.version(), reqwest::Version::HTTP_2);
+    assert_eq!(stream.status().as_u16(), 200);
+    let first = stream.bytes_stream().next().await.unwrap().unwrap();
+    assert!(
+        String::from_utf8_lossy(&first).starts_with("retry: "),
+        "{first:?}"
+    );
+    // HTTP/1.1 still works on the same port.
+    let h1 = client().get(app.url("/healthz")).send().await.unwrap();
+    assert_eq!(h1.version(), reqwest::Version::HTTP_11);
+}
