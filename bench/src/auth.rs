@@ -60,13 +60,10 @@ pub async fn run(a: Args) -> Result<()> {
     println!("## Access control: auth off vs JWT + tenant scope, same run");
     println!("| measure | auth off | auth on (EdDSA, scoped) | on / off |");
     println!("| --- | ---: | ---: | ---: |");
-    let setup: Vec<(f64, f64)> = {
-        let mut v = Vec::new();
-        for side in &sides {
-            v.push(setup_latency(side, a.connects).await?);
-        }
-        v
-    };
+    let mut setup = Vec::new();
+    for side in &sides {
+        setup.push(setup_latency(side, a.connects).await?);
+    }
     println!(
         "| connection setup p50 ms | {:.2} | {:.2} | {:.2} |",
         setup[0].0,

@@ -113,11 +113,6 @@ impl Envelope {
         // Serialising a struct of strings, numbers and `Value`s cannot fail.
         serde_json::to_string(self).expect("envelope serialises")
     }
-
-    /// The event type used by `?type=` filters: the value's `Type`, else the key.
-    pub fn event_type(&self) -> Option<&str> {
-        event_type_of(&self.value, &self.key)
-    }
 }
 
 /// The envelope JSON of a record, as [`Envelope::from_record`] then
@@ -172,14 +167,6 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
         .rposition(|b| !b.is_ascii_whitespace())
         .map_or(start, |e| e + 1);
     &bytes[start..end]
-}
-
-/// The event type of an envelope given as JSON: the value's `Type`, else the key.
-pub fn event_type_of<'v>(value: &'v Value, key: &'v Value) -> Option<&'v str> {
-    value
-        .get("Type")
-        .and_then(Value::as_str)
-        .or_else(|| key.as_str())
 }
 
 /// Decodes a Kafka value into `(value, encoding, size)`; see the module docs.
@@ -368,18 +355,6 @@ mod tests {
         }
         let with_headers = encode_record(record(None, Some(b"1")), [("h", Some(&b"v"[..]))], 0);
         assert!(with_headers.contains(r#""headers":{"h":"v"}"#));
-    }
-
-    #[test]
-    fn event_type_prefers_value_type_then_key() {
-        let e = Envelope::from_record(
-            record(Some(b"JobCreated"), Some(br#"{"Type":"JobUpdated"}"#)),
-            [],
-            0,
-        );
-        assert_eq!(e.event_type(), Some("JobUpdated"));
-        let e = Envelope::from_record(record(Some(b"JobCreated"), Some(b"{}")), [], 0);
-        assert_eq!(e.event_type(), Some("JobCreated"));
     }
 
     #[test]

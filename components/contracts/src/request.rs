@@ -263,6 +263,16 @@ mod tests {
         // Escaped strings compare by their meaning.
         let escaped = SseRequest::parse("tenant=a/b", None).unwrap();
         assert!(escaped.filters.matches(br#"{"value":{"TenantId":"a\/b"}}"#));
+        // The event type is the value's `Type`, else the key.
+        let updated = br#"{"key":"JobCreated","value":{"Type":"JobUpdated"}}"#;
+        let by_type = |t: &str| {
+            SseRequest::parse(&format!("type={t}"), None)
+                .unwrap()
+                .filters
+        };
+        assert!(by_type("JobUpdated").matches(updated));
+        assert!(!by_type("JobCreated").matches(updated));
+        assert!(by_type("JobCreated").matches(br#"{"key":"JobCreated","value":{}}"#));
         // The type falls back to the key when the value has none.
         let typed = SseRequest::parse("type=Note", None).unwrap();
         assert!(typed.filters.matches(br#"{"key":"Note","value":"plain"}"#));

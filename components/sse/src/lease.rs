@@ -56,6 +56,15 @@ redis.call('PEXPIRE', KEYS[3], ARGV[1])
 return 1
 "#;
 
+/// Removes a lease from its three sets. KEYS: leases, subject leases, address
+/// leases. ARGV: lease id.
+const RELEASE: &str = r#"
+for _, key in ipairs(KEYS) do
+  redis.call('ZREM', key, ARGV[1])
+end
+return 1
+"#;
+
 /// Who holds a lease: the token's subject and the client's address.
 pub struct Owner<'a> {
     /// `sub`; `None` with auth off (no per-subject limit then).
@@ -140,9 +149,8 @@ impl Lease {
 
     /// Gives the lease back. If Redis is unreachable it simply expires.
     pub fn release(self, redis: &Redis) {
-        for set in &self.sets {
-            let _ = redis.run("ZREM", &[set, &self.id]);
-        }
+        let [all, subject, address] = &self.sets;
+        let _ = redis.run("EVAL", &[RELEASE, "3", all, subject, address, &self.id]);
     }
 }
 
