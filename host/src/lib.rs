@@ -8,11 +8,12 @@
 //! Beside WASI 0.2 (`wasmtime-wasi`) and `wasi:http` (`wasmtime-wasi-http`) it
 //! implements the Spin interfaces the components import: outbound Redis against a
 //! real Redis (one multiplexed connection per `open`, no response timeout, replies
-//! flattened exactly as Spin flattens them) and variables resolved as Spin resolves
+//! flattened exactly as Spin flattens them), outbound PostgreSQL against a real
+//! Postgres (`spin:postgres/postgres@4.0.0`), and variables resolved as Spin resolves
 //! them (explicit overrides, then `SPIN_VARIABLE_*`, then the manifest defaults).
 //!
 //! * [`manifest`]: reading `spin.toml` (components, routes, variables, hosts).
-//! * [`spin_apis`]: the `fermyon:spin` Redis and variables host implementations.
+//! * [`spin_apis`]: the Spin Redis, PostgreSQL and variables host implementations.
 //! * [`runtime`]: the engine, compiled components, instances and the instance cap.
 //! * [`server`]: the HTTP/1.1 listener.
 

@@ -1,6 +1,7 @@
 //! Records become envelopes, envelopes become batches.
 
 use crm_events_contracts::envelope::{encode_record, RawRecord};
+use crm_events_contracts::outbox;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::BTreeMap;
 
@@ -15,6 +16,9 @@ pub struct Event {
     pub timestamp: Option<i64>,
     /// The envelope JSON (one line).
     pub envelope: String,
+    /// The outbox row id of a record the outbox publisher produced
+    /// ([`crm_events_contracts::outbox::OUTBOX_ID_HEADER`]).
+    pub outbox_id: Option<i64>,
 }
 
 impl Event {
@@ -25,6 +29,7 @@ impl Event {
             .map(|h| h.iter().map(|h| (h.key, h.value)).collect())
             .unwrap_or_default();
         let timestamp = msg.timestamp().to_millis();
+        let outbox_id = outbox::outbox_id(headers.iter().copied());
         let envelope = encode_record(
             RawRecord {
                 topic: msg.topic(),
@@ -42,6 +47,7 @@ impl Event {
             offset: msg.offset(),
             timestamp,
             envelope,
+            outbox_id,
         }
     }
 }
@@ -92,6 +98,7 @@ mod tests {
             offset,
             timestamp: None,
             envelope: "{}".into(),
+            outbox_id: None,
         }
     }
 

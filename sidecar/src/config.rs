@@ -1,34 +1,15 @@
 //! Settings of the sidecar, from command-line flags or environment variables.
 //!
 //! Every setting has a flag and an environment variable; defaults are those of the
-//! service's earlier releases. Any librdkafka property can be passed through, with
-//! `--kafka-config key=value` (repeatable) or an environment variable
-//! `KAFKA_PROP_<NAME>` where `_` stands for `.` (`KAFKA_PROP_SECURITY_PROTOCOL=SASL_SSL`
-//! sets `security.protocol`), so SASL and TLS clusters work.
+//! service's earlier releases. Brokers, topic and librdkafka pass-through
+//! (`KAFKA_PROP_*`, `--kafka-config`) are [`KafkaArgs`], shared with the publisher.
 
 use clap::Args;
-use crm_events_contracts::config::{
-    DEFAULT_KAFKA_BROKERS, DEFAULT_KAFKA_GROUP, DEFAULT_KAFKA_TOPIC,
-};
+use crm_events_contracts::config::DEFAULT_KAFKA_GROUP;
 use crm_events_contracts::keys::DEFAULT_PREFIX;
+use crm_events_contracts::outbox::DEFAULT_DEDUP_WINDOW;
+pub use crm_events_native::kafka::KafkaArgs;
 use std::time::Duration;
-
-/// Environment prefix of librdkafka pass-through properties.
-pub const KAFKA_PROP_PREFIX: &str = "KAFKA_PROP_";
-
-/// Where Kafka is: shared by `run` and `produce`.
-#[derive(Args, Debug, Clone)]
-pub struct KafkaArgs {
-    /// Kafka bootstrap servers.
-    #[arg(long = "kafka-brokers", env = "KAFKA_BROKERS", default_value = DEFAULT_KAFKA_BROKERS)]
-    pub brokers: String,
-    /// Topic.
-    #[arg(long = "kafka-topic", env = "KAFKA_TOPIC", default_value = DEFAULT_KAFKA_TOPIC)]
-    pub topic: String,
-    /// Extra librdkafka property, key=value (repeatable); see also KAFKA_PROP_*.
-    #[arg(long = "kafka-config", value_parser = parse_property)]
-    pub properties: Vec<(String, String)>,
-}
 
 /// How the relay consumes and writes.
 #[derive(Args, Debug, Clone)]
@@ -70,6 +51,10 @@ pub struct RelayConfig {
     /// librdkafka statistics interval (consumer lag), ms.
     #[arg(long, env = "KAFKA_STATS_INTERVAL_MS", default_value_t = 5000)]
     pub kafka_stats_interval_ms: u64,
+    /// Outbox ids remembered to drop records a publisher re-sent (the newest this
+    /// many; 0 turns the check off).
+    #[arg(long, env = "OUTBOX_DEDUP_WINDOW", default_value_t = DEFAULT_DEDUP_WINDOW)]
+    pub outbox_dedup_window: u64,
 }
 
 impl RelayConfig {
@@ -81,83 +66,32 @@ impl RelayConfig {
     /// librdkafka properties: ours, then `KAFKA_PROP_*`, then `--kafka-config`
     /// (later wins).
     pub fn kafka_properties(&self) -> Vec<(String, String)> {
-        let mut props = vec![
-            ("bootstrap.servers".to_string(), self.kafka.brokers.clone()),
-            ("group.id".to_string(), self.kafka_group.clone()),
-            (
-                "auto.offset.reset".to_string(),
-                self.kafka_offset_reset.clone(),
-            ),
-            ("enable.auto.commit".to_string(), "false".to_string()),
-            ("enable.auto.offset.store".to_string(), "false".to_string()),
-            ("enable.partition.eof".to_string(), "false".to_string()),
+        let own = [
+            ("group.id", self.kafka_group.clone()),
+            ("auto.offset.reset", self.kafka_offset_reset.clone()),
+            ("enable.auto.commit", "false".to_string()),
+            ("enable.auto.offset.store", "false".to_string()),
+            ("enable.partition.eof", "false".to_string()),
             // Prefetch deep enough that the relay never waits on the fetcher; memory
             // stays bounded by queued.max.messages.kbytes (64 MiB by default). With
             // librdkafka's default of 100000 the relay ran at a third of this speed.
-            ("queued.min.messages".to_string(), "1000000".to_string()),
+            ("queued.min.messages", "1000000".to_string()),
             // Kafka answers a waiting fetch as soon as data arrives, so this only bounds
             // idle polling; brokers that do not answer early (librdkafka's mock) add up
             // to this much latency. --embedded-kafka lowers it.
-            ("fetch.wait.max.ms".to_string(), "100".to_string()),
+            ("fetch.wait.max.ms", "100".to_string()),
             // Small fetch requests go out at once rather than waiting on Nagle.
-            ("socket.nagle.disable".to_string(), "true".to_string()),
+            ("socket.nagle.disable", "true".to_string()),
+            // A connection that stops answering without closing (a partition, a
+            // half-dead broker) is given up after 10 s, not librdkafka's 60 s: a request
+            // caught in flight when a broker went down held the relay for a minute.
+            ("socket.timeout.ms", "10000".to_string()),
             (
-                "statistics.interval.ms".to_string(),
+                "statistics.interval.ms",
                 self.kafka_stats_interval_ms.to_string(),
             ),
         ];
-        props.extend(env_properties(std::env::vars()));
-        props.extend(self.kafka.properties.iter().cloned());
-        props
-    }
-}
-
-/// `KAFKA_PROP_SASL_MECHANISM=PLAIN` -> `("sasl.mechanism", "PLAIN")`.
-pub fn env_properties(
-    vars: impl Iterator<Item = (String, String)>,
-) -> impl Iterator<Item = (String, String)> {
-    vars.filter_map(|(k, v)| {
-        let name = k.strip_prefix(KAFKA_PROP_PREFIX)?;
-        (!name.is_empty()).then(|| (name.to_lowercase().replace('_', "."), v))
-    })
-}
-
-/// Parses a `key=value` librdkafka property (`--kafka-config`).
-pub fn parse_property(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_string(), v.to_string())),
-        _ => Err(format!("expected key=value, got {s:?}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn env_properties_map_underscores_to_dots() {
-        let vars = vec![
-            (
-                "KAFKA_PROP_SECURITY_PROTOCOL".to_string(),
-                "SASL_SSL".to_string(),
-            ),
-            ("KAFKA_BROKERS".to_string(), "x".to_string()),
-            ("KAFKA_PROP_".to_string(), "ignored".to_string()),
-        ];
-        let props: Vec<_> = env_properties(vars.into_iter()).collect();
-        assert_eq!(
-            props,
-            vec![("security.protocol".to_string(), "SASL_SSL".to_string())]
-        );
-    }
-
-    #[test]
-    fn property_flag_needs_key_and_value() {
-        assert_eq!(
-            parse_property("sasl.password=a=b").unwrap(),
-            ("sasl.password".to_string(), "a=b".to_string())
-        );
-        assert!(parse_property("novalue").is_err());
-        assert!(parse_property("=x").is_err());
+        self.kafka
+            .properties_over(own.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
 }

@@ -7,6 +7,8 @@
 //! production.
 
 use anyhow::{Context, Result};
+use crm_events_contracts::outbox::KeyBy;
+use crm_events_native::pace::Pace;
 use rdkafka::config::ClientConfig;
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord};
@@ -45,66 +47,35 @@ pub fn producer(brokers: &str, properties: &[(String, String)]) -> Result<Future
     config.create().context("creating the Kafka producer")
 }
 
-const TENANTS: [&str; 3] = ["tenant-acme", "tenant-globex", "tenant-initech"];
-const STATUSES: [&str; 4] = ["Open", "Scheduled", "InProgress", "Done"];
-
-/// The `n`-th demo event: `(type, JSON value)`.
-pub fn demo_event(n: u64, now: time::OffsetDateTime) -> (&'static str, String) {
-    let tenant = TENANTS[(n % 3) as usize];
-    let ts = now
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_default();
-    let (kind, body) = match n % 10 {
-        0..=3 => (
-            "JobCreated",
-            format!(r#""JobId":"job-{n}","Title":"Service visit #{n}","Status":"Open""#),
-        ),
-        4..=6 => (
-            "JobUpdated",
-            format!(
-                r#""JobId":"job-{}","Title":"Service visit #{}","Status":"{}""#,
-                n - 4,
-                n - 4,
-                STATUSES[(n % 4) as usize]
-            ),
-        ),
-        7 => (
-            "JobDeleted",
-            format!(r#""JobId":"job-{}""#, n.saturating_sub(7)),
-        ),
-        8 => (
-            "ContactCreated",
-            format!(
-                r#""ContactId":"contact-{n}","Name":"Contact {n}","Email":"contact{n}@example.com""#
-            ),
-        ),
-        _ => (
-            "ContactUpdated",
-            format!(
-                r#""ContactId":"contact-{}","Phone":"+1-555-01{:02}""#,
-                n - 1,
-                n % 100
-            ),
-        ),
-    };
-    (
-        kind,
-        format!(r#"{{"Type":"{kind}","TenantId":"{tenant}",{body},"Ts":"{ts}"}}"#),
-    )
-}
-
-/// Publishes demo events at `rate` per second until the task is dropped.
+/// Publishes demo events at `rate` per second until the task is dropped. Sends do
+/// not wait for their acknowledgement (a failed one is logged), so the rate holds
+/// whatever the broker's round trip.
 pub async fn run_demo_producer(producer: FutureProducer, topic: String, rate: u32) {
-    let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(rate.max(1))));
+    let pace = Pace::new(rate);
+    let mut tick = tokio::time::interval(pace.every);
     let mut n = 0u64;
     loop {
         tick.tick().await;
-        let (kind, value) = demo_event(n, time::OffsetDateTime::now_utc());
-        let record = FutureRecord::to(&topic).key(kind).payload(&value);
-        if let Err((e, _)) = producer.send(record, Duration::from_secs(5)).await {
-            tracing::warn!(error = %e, "demo producer could not publish");
+        let now_ms = (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000) as i64;
+        for _ in 0..pace.per_tick {
+            let record = crm_events_contracts::demo::event(n)
+                .row(n as i64, now_ms)
+                .record(&KeyBy::Tenant);
+            let kafka_record = FutureRecord::to(&topic)
+                .key(&record.key)
+                .payload(&record.value);
+            match producer.send_result(kafka_record) {
+                Ok(delivery) => {
+                    tokio::spawn(async move {
+                        if let Ok(Err((e, _))) = delivery.await {
+                            tracing::warn!(error = %e, "demo producer could not publish");
+                        }
+                    });
+                }
+                Err((e, _)) => tracing::warn!(error = %e, "demo producer could not publish"),
+            }
+            n += 1;
         }
-        n += 1;
     }
 }
 
@@ -128,21 +99,4 @@ pub async fn produce_one(
         .await
         .map_err(|(e, _)| anyhow::anyhow!("publishing to {topic}: {e}"))?;
     Ok((delivery.partition, delivery.offset))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn demo_events_are_json_with_tenant_and_type() {
-        let now = time::OffsetDateTime::from_unix_timestamp(1_730_592_000).unwrap();
-        for n in 0..20 {
-            let (kind, value) = demo_event(n, now);
-            let v: serde_json::Value = serde_json::from_str(&value).unwrap();
-            assert_eq!(v["Type"], kind);
-            assert!(v["TenantId"].as_str().unwrap().starts_with("tenant-"));
-            assert_eq!(v["Ts"], "2024-11-03T00:00:00Z");
-        }
-    }
 }

@@ -17,16 +17,15 @@
 //! * [`relay`]: the pipeline that ties them together, and graceful shutdown.
 //! * [`telemetry`]: Prometheus metrics, the heartbeat and the metrics mirror in Redis.
 //! * [`demo`]: the embedded broker and demo producer of `make run`, and `produce`.
-//! * [`http`]: the sidecar's own `/healthz`, `/readyz` and `/metrics`.
-//! * [`logging`]: `tracing` setup (`LOG_FORMAT=json` for JSON lines).
 //! * [`token`]: `keygen` and `token`, key pairs and JWTs for operators and tests.
+//!
+//! The operations port (`/healthz`, `/readyz`, `/metrics`), logging and the Kafka
+//! settings are `crm-events-native`'s, shared with the outbox publisher.
 
 pub mod batch;
 pub mod config;
 pub mod consumer;
 pub mod demo;
-pub mod http;
-pub mod logging;
 pub mod relay;
 pub mod telemetry;
 pub mod token;

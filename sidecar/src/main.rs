@@ -72,6 +72,9 @@ struct TokenArgs {
     /// An event type it may see (repeatable; default: every type).
     #[arg(long = "type")]
     types: Vec<String>,
+    /// A permission (repeatable): `publish` lets it POST events for its tenants.
+    #[arg(long = "permission")]
+    permissions: Vec<String>,
     /// Lifetime: 90s, 15m, 1h, 2d.
     #[arg(long, default_value = "1h", value_parser = token::parse_ttl)]
     ttl: u64,
@@ -121,7 +124,7 @@ struct ProduceArgs {
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    crm_events_sidecar::logging::init();
+    crm_events_native::logging::init();
     let cli = Cli::parse();
     match cli.command {
         None => run(cli.run).await,
@@ -134,11 +137,9 @@ async fn main() -> Result<()> {
 
 async fn run(mut args: RunArgs) -> Result<()> {
     let telemetry = Arc::new(Telemetry::new());
-    let listener = tokio::net::TcpListener::bind(&args.http_listen)
-        .await
-        .with_context(|| format!("binding HTTP_LISTEN {}", args.http_listen))?;
+    let listener = crm_events_native::ops::bind(&args.http_listen, "HTTP_LISTEN").await?;
     tracing::info!(listen = %listener.local_addr()?, "sidecar HTTP (healthz, readyz, metrics)");
-    tokio::spawn(crm_events_sidecar::http::serve(listener, telemetry.clone()));
+    tokio::spawn(crm_events_native::ops::serve(listener, telemetry.clone()));
 
     // The embedded broker must outlive the relay.
     let _embedded = if args.embedded_kafka {
@@ -147,7 +148,12 @@ async fn run(mut args: RunArgs) -> Result<()> {
         None
     };
 
-    let result = crm_events_sidecar::relay::run(args.relay, telemetry, shutdown_signal()).await;
+    let result = crm_events_sidecar::relay::run(
+        args.relay,
+        telemetry,
+        crm_events_native::signals::shutdown(),
+    )
+    .await;
     if let Err(e) = &result {
         tracing::error!(error = format!("{e:#}"), "sidecar stopped with an error");
     }
@@ -245,6 +251,7 @@ fn mint(args: TokenArgs) -> Result<()> {
         subject: args.sub,
         tenants: args.tenants,
         types: args.types,
+        permissions: args.permissions,
         ttl_seconds: args.ttl,
         issuer: args.iss,
         audience: args.aud,
@@ -257,13 +264,4 @@ fn mint(args: TokenArgs) -> Result<()> {
     )?;
     println!("{jwt}");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT"),
-    }
 }

@@ -19,6 +19,7 @@ use crate::telemetry::Telemetry;
 use crate::writer::{self, Writer};
 use anyhow::{Context, Result};
 use crm_events_contracts::keys::Keys;
+use crm_events_native::logging::redact_url;
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
@@ -45,7 +46,7 @@ pub async fn run(
         _ = &mut shutdown => return Ok(()),
     };
     telemetry.set_redis_ok(true);
-    tracing::info!(redis = %redact(&config.redis_url), "connected to Redis");
+    tracing::info!(redis = %redact_url(&config.redis_url), "connected to Redis");
     let consumer = subscribe(&config, &keys, &telemetry)?;
 
     let (stop_heartbeat, stop_rx) = watch::channel(false);
@@ -107,7 +108,12 @@ async fn spawn_writer(
     give_up_at: &GiveUpAt,
 ) -> Result<JoinHandle<Result<()>>> {
     let conn = writer::connect(&config.redis_url, None).await?;
-    let writer = Writer::new(keys, &config.kafka.topic, config.stream_maxlen);
+    let writer = Writer::new(
+        keys,
+        &config.kafka.topic,
+        config.stream_maxlen,
+        config.outbox_dedup_window,
+    );
     Ok(tokio::spawn(write_loop(
         rx,
         conn,
@@ -301,26 +307,9 @@ async fn heartbeat_loop(
     }
 }
 
-/// The URL with any password replaced, for logs.
-pub fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(s), Some(at)) if at > s => format!("{}://***@{}", &url[..s], &url[at + 1..]),
-        _ => url.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_credentials() {
-        assert_eq!(
-            redact("redis://:secret@redis:6379/0"),
-            "redis://***@redis:6379/0"
-        );
-        assert_eq!(redact("redis://redis:6379"), "redis://redis:6379");
-    }
 
     fn event(offset: i64) -> Event {
         Event {
@@ -328,6 +317,7 @@ mod tests {
             offset,
             timestamp: None,
             envelope: "{}".into(),
+            outbox_id: None,
         }
     }
 

@@ -3,8 +3,10 @@
 //! keeps in Redis for the Spin app.
 
 use crate::batch::Batch;
+use crate::writer::Written;
 use crm_events_contracts::keys::Keys;
 use crm_events_contracts::metrics::{self as m, sidecar_field};
+use crm_events_native::ops::Probe;
 use prometheus::{Gauge, Histogram, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Registry};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
@@ -19,6 +21,8 @@ pub struct Telemetry {
     pub written: IntCounter,
     /// Batches written.
     pub batches: IntCounter,
+    /// Re-sent outbox records dropped.
+    pub duplicates: IntCounter,
     /// Errors by kind (`redis`, `kafka`, `commit`).
     pub errors: IntCounterVec,
     /// Redis batch write latency.
@@ -51,6 +55,7 @@ impl Telemetry {
             consumed: m::EVENTS_CONSUMED_TOTAL.int_counter(&registry),
             written: m::EVENTS_WRITTEN_TOTAL.int_counter(&registry),
             batches: m::BATCHES_TOTAL.int_counter(&registry),
+            duplicates: m::DUPLICATES_DROPPED_TOTAL.int_counter(&registry),
             errors: m::ERRORS_TOTAL.int_counter_vec(&registry),
             redis_write: m::REDIS_WRITE_SECONDS.histogram(&registry),
             event_age: m::EVENT_AGE_SECONDS.histogram(&registry),
@@ -65,11 +70,12 @@ impl Telemetry {
     }
 
     /// Records a batch that reached Redis: latency, counts, and the events' ages.
-    pub fn observe_write(&self, batch: &Batch, written: u64, latency: Duration) {
+    pub fn observe_write(&self, batch: &Batch, written: Written, latency: Duration) {
         self.set_redis_ok(true);
         self.redis_write.observe(latency.as_secs_f64());
         self.batches.inc();
-        self.written.inc_by(written);
+        self.written.inc_by(written.fresh);
+        self.duplicates.inc_by(written.duplicates);
         let now_ms = time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1_000_000;
         let ages = batch.events.iter().filter_map(|e| e.timestamp);
         let mut newest = None;
@@ -81,11 +87,6 @@ impl Telemetry {
         if let Some(age) = newest {
             self.last_event_age.set(age);
         }
-    }
-
-    /// The Prometheus text exposition.
-    pub fn render(&self) -> String {
-        m::encode(&self.registry)
     }
 
     /// Records whether the last Redis operation worked.
@@ -120,7 +121,7 @@ impl Telemetry {
     }
 
     /// Readiness: `(ready, checks)`; ready needs Redis and a partition assignment.
-    pub fn readiness(&self) -> (bool, serde_json::Value) {
+    fn ready_checks(&self) -> (bool, serde_json::Value) {
         let redis = self.redis_ok();
         let assigned = self.assigned.get();
         let kafka = self.kafka_error();
@@ -142,6 +143,10 @@ impl Telemetry {
             (sidecar_field::EVENTS_CONSUMED, self.consumed.get() as f64),
             (sidecar_field::EVENTS_WRITTEN, self.written.get() as f64),
             (sidecar_field::BATCHES, self.batches.get() as f64),
+            (
+                sidecar_field::DUPLICATES_DROPPED,
+                self.duplicates.get() as f64,
+            ),
             (sidecar_field::LAST_EVENT_AGE, self.last_event_age.get()),
         ]
         .into_iter()
@@ -178,6 +183,16 @@ impl Telemetry {
             .hset_multiple(keys.sidecar_metrics(), &self.mirror_fields())
             .ignore();
         pipe.query_async(conn).await
+    }
+}
+
+impl Probe for Telemetry {
+    fn readiness(&self) -> (bool, serde_json::Value) {
+        self.ready_checks()
+    }
+
+    fn render(&self) -> String {
+        m::encode(&self.registry)
     }
 }
 

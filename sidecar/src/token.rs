@@ -59,6 +59,8 @@ pub struct Claims {
     pub tenants: Vec<String>,
     /// `types` (omitted when empty: every type).
     pub types: Vec<String>,
+    /// `permissions` (omitted when empty), e.g. `publish` for `POST /crm-events`.
+    pub permissions: Vec<String>,
     /// Lifetime from now, seconds (`exp` = now + ttl).
     pub ttl_seconds: u64,
     /// `iss`, when set.
@@ -79,6 +81,9 @@ impl Claims {
         });
         if !self.types.is_empty() {
             claims["types"] = json!(self.types);
+        }
+        if !self.permissions.is_empty() {
+            claims["permissions"] = json!(self.permissions);
         }
         if let Some(iss) = &self.issuer {
             claims["iss"] = json!(iss);

@@ -10,6 +10,12 @@
 //! rebalance), `EXEC` is refused and the writer reads again. That is the
 //! exactly-once guarantee, at native command speed.
 //!
+//! Records from the outbox publisher carry their row id. A publisher killed between
+//! Kafka's acknowledgement and marking the row published sends it again, as a new
+//! Kafka record; the writer drops it because the id is in the dedup window (a sorted
+//! set of the newest `OUTBOX_DEDUP_WINDOW` ids, read under the same `WATCH` and
+//! extended in the same `MULTI`). So the stream holds each outbox row once.
+//!
 //! Trimming keeps `STREAM_MAXLEN` entries once the stream is 1% over it, exactly, and
 //! records the newest trimmed id (Redis does not move `max-deleted-entry-id` on
 //! trims): a client resuming before it is told about the gap. The writer remembers
@@ -18,9 +24,10 @@
 
 use crate::batch::{Batch, Event};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
+use crm_events_native::backoff::Backoff;
 use redis::aio::ConnectionManager;
 use redis::Value;
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 /// How far past `maxlen` the stream may grow before it is trimmed back (1%), so the
@@ -29,27 +36,21 @@ pub fn trim_slack(maxlen: u64) -> u64 {
     (maxlen / 100).max(1)
 }
 
-/// Retry delays: 100 ms doubling to 5 s.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
+/// What one batch write did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Written {
+    /// Events new to the stream.
+    pub fresh: u64,
+    /// Re-sent outbox records dropped (their id is in the dedup window).
+    pub duplicates: u64,
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Self {
-            next: Duration::from_millis(100),
-        }
-    }
-}
-
-impl Backoff {
-    /// The delay before the next attempt.
-    pub fn next_delay(&mut self) -> Duration {
-        let d = self.next;
-        self.next = (self.next * 2).min(Duration::from_secs(5));
-        d
-    }
+/// What the stream already holds, read under `WATCH`.
+struct Seen {
+    /// Watermark per partition of the batch (-1 where none is set yet).
+    marks: BTreeMap<i32, i64>,
+    /// Outbox ids of the batch already in the stream.
+    outbox_ids: HashSet<i64>,
 }
 
 /// Writes batches for one topic and key prefix. Give it a connection of its own:
@@ -58,17 +59,21 @@ pub struct Writer {
     keys: Keys,
     topic: String,
     maxlen: u64,
+    /// How many outbox ids the dedup window keeps (0: no dedup).
+    dedup_window: u64,
     /// Ids this writer added, oldest first (at most `maxlen + slack`).
     recent: VecDeque<String>,
 }
 
 impl Writer {
-    /// A writer for `topic` under `keys`; `maxlen` 0 keeps everything.
-    pub fn new(keys: Keys, topic: &str, maxlen: u64) -> Self {
+    /// A writer for `topic` under `keys`; `maxlen` 0 keeps everything, a
+    /// `dedup_window` of 0 turns the outbox-id check off.
+    pub fn new(keys: Keys, topic: &str, maxlen: u64, dedup_window: u64) -> Self {
         Self {
             keys,
             topic: topic.to_string(),
             maxlen,
+            dedup_window,
             recent: VecDeque::new(),
         }
     }
@@ -78,30 +83,30 @@ impl Writer {
         &self.topic
     }
 
-    /// One attempt; returns how many events were new to the stream.
+    /// One attempt.
     pub async fn write_once(
         &mut self,
         conn: &mut ConnectionManager,
         batch: &Batch,
-    ) -> redis::RedisResult<u64> {
+    ) -> redis::RedisResult<Written> {
         loop {
-            let marks = self.watch_watermarks(conn, batch).await?;
-            let fresh: Vec<&Event> = batch
-                .events
-                .iter()
-                .filter(|e| e.offset > marks.get(&e.partition).copied().unwrap_or(-1))
-                .collect();
-            if fresh.is_empty() {
+            let seen = self.watch_seen(conn, batch).await?;
+            let (fresh, duplicates) = fresh_events(batch, &seen);
+            let moved = moved_watermarks(batch, &seen.marks);
+            if moved.is_empty() {
                 let () = redis::cmd("UNWATCH").query_async(conn).await?;
-                return Ok(0);
+                return Ok(Written::default());
             }
-            let tx = self.transaction(&fresh);
+            let tx = self.transaction(&fresh, &moved);
             match tx.query_async::<Value>(conn).await? {
                 // Another writer moved a watermark: read them again.
                 Value::Nil => continue,
                 Value::Array(results) => {
                     self.after_exec(conn, &results).await?;
-                    return Ok(fresh.len() as u64);
+                    return Ok(Written {
+                        fresh: fresh.len() as u64,
+                        duplicates,
+                    });
                 }
                 other => {
                     return Err(redis::RedisError::from((
@@ -114,57 +119,88 @@ impl Writer {
         }
     }
 
-    /// `WATCH`es the watermark hash and reads the watermarks of the batch's
-    /// partitions (-1 where none is set yet).
-    async fn watch_watermarks(
+    /// `WATCH`es the watermark hash and the dedup window, and reads the watermarks of
+    /// the batch's partitions and which of its outbox ids the stream already has.
+    async fn watch_seen(
         &self,
         conn: &mut ConnectionManager,
         batch: &Batch,
-    ) -> redis::RedisResult<BTreeMap<i32, i64>> {
+    ) -> redis::RedisResult<Seen> {
         let offsets_key = self.keys.offsets();
         let partitions: Vec<i32> = batch.last_offsets().into_keys().collect();
         let fields: Vec<String> = partitions
             .iter()
             .map(|p| Keys::offsets_field(&self.topic, *p))
             .collect();
-        let () = redis::cmd("WATCH")
-            .arg(&offsets_key)
-            .query_async(conn)
-            .await?;
+        let ids: Vec<i64> = batch.events.iter().filter_map(|e| e.outbox_id).collect();
+        let dedup = self.dedup_window > 0 && !ids.is_empty();
+        let mut watch = redis::cmd("WATCH");
+        watch.arg(&offsets_key);
+        if dedup {
+            watch.arg(self.keys.outbox_ids());
+        }
+        let () = watch.query_async(conn).await?;
         let marks: Vec<Option<i64>> = redis::cmd("HMGET")
             .arg(&offsets_key)
             .arg(&fields)
             .query_async(conn)
             .await?;
-        Ok(partitions
-            .into_iter()
-            .zip(marks.into_iter().map(|m| m.unwrap_or(-1)))
-            .collect())
+        let mut outbox_ids = HashSet::new();
+        if dedup {
+            let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
+                .arg(self.keys.outbox_ids())
+                .arg(&ids)
+                .query_async(conn)
+                .await?;
+            outbox_ids.extend(
+                ids.iter()
+                    .zip(scores)
+                    .filter(|(_, s)| s.is_some())
+                    .map(|(id, _)| *id),
+            );
+        }
+        Ok(Seen {
+            marks: partitions
+                .into_iter()
+                .zip(marks.into_iter().map(|m| m.unwrap_or(-1)))
+                .collect(),
+            outbox_ids,
+        })
     }
 
-    /// The `MULTI`/`EXEC`: an `XADD` per fresh event, the moved watermarks, the
-    /// `PUBLISH` of the batch, and `XLEN` (to know when to trim).
-    fn transaction(&self, fresh: &[&Event]) -> redis::Pipeline {
+    /// The `MULTI`/`EXEC`: an `XADD` per fresh event, their outbox ids into the dedup
+    /// window (trimmed to its size), the moved watermarks, the `PUBLISH` of the
+    /// batch, and `XLEN` (to know when to trim).
+    fn transaction(&self, fresh: &[&Event], moved: &[(i32, i64)]) -> redis::Pipeline {
         let mut tx = redis::pipe();
         tx.atomic();
         let stream = self.keys.stream();
-        let mut moved: BTreeMap<i32, i64> = BTreeMap::new();
         for e in fresh {
             tx.cmd("XADD")
                 .arg(&stream)
                 .arg("*")
                 .arg(ENVELOPE_FIELD)
                 .arg(&e.envelope);
-            // Fresh events are above their watermark: the last one per partition is
-            // the new watermark.
-            moved.insert(e.partition, e.offset);
+        }
+        let ids: Vec<(i64, i64)> = fresh
+            .iter()
+            .filter_map(|e| e.outbox_id)
+            .map(|id| (id, id))
+            .collect();
+        if self.dedup_window > 0 && !ids.is_empty() {
+            let window = self.keys.outbox_ids();
+            tx.zadd_multiple(&window, &ids).ignore();
+            tx.zremrangebyrank(&window, 0, -(self.dedup_window as isize) - 1)
+                .ignore();
         }
         let pairs: Vec<(String, i64)> = moved
             .iter()
             .map(|(p, m)| (Keys::offsets_field(&self.topic, *p), *m))
             .collect();
         tx.hset_multiple(self.keys.offsets(), &pairs).ignore();
-        tx.publish(self.keys.channel(), batch_json(fresh)).ignore();
+        if !fresh.is_empty() {
+            tx.publish(self.keys.channel(), batch_json(fresh)).ignore();
+        }
         tx.xlen(&stream);
         tx
     }
@@ -247,14 +283,14 @@ impl Writer {
     }
 
     /// Writes until it succeeds or `give_up_at` passes; calls `on_error` for every
-    /// failed attempt. Returns `(written, latency of the successful attempt)`.
+    /// failed attempt. Returns what it wrote and the latency of the successful attempt.
     pub async fn write(
         &mut self,
         conn: &mut ConnectionManager,
         batch: &Batch,
         give_up_at: impl Fn() -> Option<Instant>,
         mut on_error: impl FnMut(&redis::RedisError),
-    ) -> Result<(u64, Duration), redis::RedisError> {
+    ) -> Result<(Written, Duration), redis::RedisError> {
         let mut backoff = Backoff::default();
         loop {
             let started = Instant::now();
@@ -272,6 +308,39 @@ impl Writer {
             }
         }
     }
+}
+
+/// The events to add: above their partition's watermark, and — for outbox records —
+/// with an id neither in the dedup window nor earlier in the batch. Also returns how
+/// many outbox records were dropped as duplicates.
+fn fresh_events<'b>(batch: &'b Batch, seen: &Seen) -> (Vec<&'b Event>, u64) {
+    let mut fresh = Vec::with_capacity(batch.len());
+    let mut in_batch = HashSet::new();
+    let mut duplicates = 0;
+    for e in &batch.events {
+        if e.offset <= seen.marks.get(&e.partition).copied().unwrap_or(-1) {
+            continue;
+        }
+        if let Some(id) = e.outbox_id {
+            if seen.outbox_ids.contains(&id) || !in_batch.insert(id) {
+                duplicates += 1;
+                continue;
+            }
+        }
+        fresh.push(e);
+    }
+    (fresh, duplicates)
+}
+
+/// The watermarks the batch moves: each partition's last offset in the batch, where
+/// that is above its watermark (dropped duplicates move it too, or they would be read
+/// again after a restart).
+fn moved_watermarks(batch: &Batch, marks: &BTreeMap<i32, i64>) -> Vec<(i32, i64)> {
+    batch
+        .last_offsets()
+        .into_iter()
+        .filter(|(p, last)| *last > marks.get(p).copied().unwrap_or(-1))
+        .collect()
 }
 
 /// The envelopes as one JSON array (the `PUBLISH` payload), without a JSON tree.
@@ -325,28 +394,56 @@ mod tests {
             offset: 0,
             timestamp: None,
             envelope: envelope.into(),
+            outbox_id: None,
         };
         let (a, b) = (e(r#"{"a":1}"#), e("{}"));
         assert_eq!(batch_json(&[&a, &b]), r#"[{"a":1},{}]"#);
         assert_eq!(batch_json(&[]), "[]");
     }
 
+    fn outbox_event(partition: i32, offset: i64, id: Option<i64>) -> Event {
+        Event {
+            partition,
+            offset,
+            timestamp: None,
+            envelope: "{}".into(),
+            outbox_id: id,
+        }
+    }
+
     #[test]
-    fn backoff_doubles_and_caps() {
-        let mut b = Backoff::default();
-        let delays: Vec<u128> = (0..8).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(delays, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+    fn re_sent_and_repeated_outbox_ids_are_dropped_but_move_the_watermark() {
+        let batch = Batch {
+            events: vec![
+                outbox_event(0, 4, Some(10)), // at the watermark: already in the stream
+                outbox_event(0, 5, Some(11)), // seen in the window: a re-send
+                outbox_event(0, 6, Some(12)),
+                outbox_event(0, 7, Some(12)), // the same row twice in one batch
+                outbox_event(1, 0, None),     // not from the outbox
+            ],
+        };
+        let seen = Seen {
+            marks: BTreeMap::from([(0, 4), (1, -1)]),
+            outbox_ids: HashSet::from([11]),
+        };
+        let (fresh, duplicates) = fresh_events(&batch, &seen);
+        let offsets: Vec<(i32, i64)> = fresh.iter().map(|e| (e.partition, e.offset)).collect();
+        assert_eq!(offsets, [(0, 6), (1, 0)]);
+        assert_eq!(duplicates, 2);
+        assert_eq!(moved_watermarks(&batch, &seen.marks), [(0, 7), (1, 0)]);
+        let behind = BTreeMap::from([(0, 9), (1, 0)]);
+        assert!(moved_watermarks(&batch, &behind).is_empty());
     }
 
     #[test]
     fn remembers_at_most_maxlen_plus_slack_ids() {
-        let mut w = Writer::new(Keys::default(), "t", 200);
+        let mut w = Writer::new(Keys::default(), "t", 200, 0);
         for i in 0..1000 {
             w.remember(format!("{i}-0"));
         }
         assert_eq!(w.recent.len(), 202);
         assert_eq!(w.recent.back().unwrap(), "999-0");
-        let mut none = Writer::new(Keys::default(), "t", 0);
+        let mut none = Writer::new(Keys::default(), "t", 0, 0);
         none.remember("1-0".into());
         assert!(none.recent.is_empty());
     }

@@ -46,7 +46,8 @@ async fn unknown_paths_are_json_404_and_wrong_methods_405() {
     assert_eq!(body["path"], "/nope");
 
     for path in ["/", "/healthz", "/readyz", "/metrics", "/crm-events"] {
-        let resp = client().post(app.url(path)).send().await.unwrap();
+        // POST publishes on /crm-events: PUT is wrong everywhere.
+        let resp = client().put(app.url(path)).send().await.unwrap();
         assert_eq!(resp.status().as_u16(), 405, "{path}");
         let allow = resp.headers()["allow"].to_str().unwrap().to_string();
         assert!(allow.contains("GET"), "{path}: allow {allow}");
@@ -202,14 +203,23 @@ fn spin_toml_agrees_with_the_contracts() {
         c::SseConfig::load(&|name: &str| sse.variables.get(name).cloned()).expect("valid defaults");
     assert_eq!(config, c::SseConfig::load(&|_: &str| None).unwrap());
     for spec in manifest.components.values() {
-        if let Some(addr) = spec.variables.get(c::REDIS_ADDRESS) {
-            assert!(
-                crm_events_host::spin_apis::address_allowed(addr, &spec.allowed_outbound_hosts),
-                "{}: {addr} is not in allowed_outbound_hosts",
-                spec.id
-            );
+        for (name, default_port) in [(c::REDIS_ADDRESS, 6379), (c::POSTGRES_ADDRESS, 5432)] {
+            if let Some(addr) = spec.variables.get(name) {
+                assert!(
+                    crm_events_host::spin_apis::address_allowed(
+                        addr,
+                        &spec.allowed_outbound_hosts,
+                        default_port
+                    ),
+                    "{}: {name} is not in allowed_outbound_hosts",
+                    spec.id
+                );
+            }
         }
     }
+    let publishing = c::PublishConfig::load(&|name: &str| sse.variables.get(name).cloned())
+        .expect("valid publish defaults");
+    assert_eq!(publishing.max_body_bytes, c::DEFAULT_PUBLISH_MAX_BODY_BYTES);
 }
 
 /// The README's route table lists exactly the routes `spin.toml` triggers, each with

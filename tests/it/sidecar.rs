@@ -210,17 +210,7 @@ async fn health_metrics_and_graceful_stop() {
 
     // SIGTERM: exits 0 within the shutdown bound.
     sidecar.terminate();
-    let started = std::time::Instant::now();
-    let status = loop {
-        if let Some(s) = sidecar.child.try_wait().unwrap() {
-            break s;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "sidecar did not stop within 15 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let status = sidecar.exit_status(Duration::from_secs(15)).await;
     assert!(status.success(), "exit status {status}");
 }
 
@@ -255,10 +245,8 @@ async fn an_unreachable_kafka_is_retried_and_visible_in_health() {
     let client = common::client();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     let body = loop {
-        if let Ok(r) = client.get(format!("{}/readyz", sidecar.http)).send().await {
-            let status = r.status().as_u16();
-            let body: serde_json::Value = r.json().await.unwrap();
-            if status == 503 && body["checks"]["kafka"] != "ok" {
+        if let Some((503, body)) = sidecar.readiness().await {
+            if body["checks"]["kafka"] != "ok" {
                 break body;
             }
         }

@@ -5,6 +5,7 @@
 //!   served by `crm-events-host` (in process) on a loopback port.
 //! * [`redis_server`]: a throwaway `redis-server` (the Debian package).
 //! * [`mock_kafka`]: librdkafka's mock cluster (a Kafka-protocol broker) and a producer.
+//! * [`postgres`]: a throwaway PostgreSQL cluster (Debian's `initdb`/`pg_ctl`).
 //! * [`sse_client`]: an SSE client on a WHATWG parser.
 //! * [`tokens`]: test keys of each algorithm and the tokens they sign.
 //! * [`tools`]: external tools a test needs (promtool, docker compose), found or
@@ -12,6 +13,7 @@
 
 pub mod app;
 pub mod mock_kafka;
+pub mod postgres;
 pub mod redis_server;
 pub mod sse_client;
 pub mod tokens;

@@ -42,6 +42,8 @@ pub const AUTH_LEEWAY_SECONDS: &str = "auth_leeway_seconds";
 pub const AUTH_TENANTS_CLAIM: &str = "auth_tenants_claim";
 /// `auth_types_claim`: the claim listing the event types it may see.
 pub const AUTH_TYPES_CLAIM: &str = "auth_types_claim";
+/// `auth_permissions_claim`: the claim listing what else the token may do (`publish`).
+pub const AUTH_PERMISSIONS_CLAIM: &str = "auth_permissions_claim";
 /// `auth_query_token`: accept `?access_token=` (off by default: URLs end up in logs).
 pub const AUTH_QUERY_TOKEN: &str = "auth_query_token";
 
@@ -51,6 +53,8 @@ pub const DEFAULT_ALGORITHMS: &str = "EdDSA,ES256,RS256";
 pub const DEFAULT_TENANTS_CLAIM: &str = "tenants";
 /// Default of [`AUTH_TYPES_CLAIM`].
 pub const DEFAULT_TYPES_CLAIM: &str = "types";
+/// Default of [`AUTH_PERMISSIONS_CLAIM`].
+pub const DEFAULT_PERMISSIONS_CLAIM: &str = "permissions";
 /// Default of [`AUTH_LEEWAY_SECONDS`].
 pub const DEFAULT_LEEWAY_SECONDS: u64 = 30;
 /// The session cookie's name.
@@ -156,6 +160,8 @@ pub struct Identity {
     pub scope: Scope,
     /// `exp`, seconds since the epoch (`None` with auth off).
     pub expires_at: Option<u64>,
+    /// What else it may do (`publish`), from the permissions claim.
+    pub permissions: BTreeSet<String>,
 }
 
 impl Identity {
@@ -168,6 +174,7 @@ impl Identity {
                 types: None,
             },
             expires_at: None,
+            permissions: BTreeSet::new(),
         }
     }
 
@@ -182,7 +189,16 @@ impl Identity {
             "tenants": tenants,
             "types": self.scope.types,
             "expires_at": self.expires_at,
+            "permissions": self.permissions,
         })
+    }
+
+    /// Whether this identity may see (and publish for) `tenant`.
+    pub fn has_tenant(&self, tenant: &str) -> bool {
+        match &self.scope.tenants {
+            Tenants::All => true,
+            Tenants::Only(granted) => granted.contains(tenant),
+        }
     }
 }
 
@@ -245,6 +261,7 @@ pub struct Verifier {
     leeway: u64,
     tenants_claim: String,
     types_claim: String,
+    permissions_claim: String,
     /// Whether `?access_token=` is accepted.
     pub query_token: bool,
 }
@@ -288,6 +305,7 @@ impl Verifier {
             leeway: number(vars, AUTH_LEEWAY_SECONDS, DEFAULT_LEEWAY_SECONDS, 0, 600)?,
             tenants_claim: text(vars, AUTH_TENANTS_CLAIM, DEFAULT_TENANTS_CLAIM),
             types_claim: text(vars, AUTH_TYPES_CLAIM, DEFAULT_TYPES_CLAIM),
+            permissions_claim: text(vars, AUTH_PERMISSIONS_CLAIM, DEFAULT_PERMISSIONS_CLAIM),
             query_token: flag(vars, AUTH_QUERY_TOKEN)?,
         })
     }
@@ -373,6 +391,7 @@ impl Verifier {
                 types: list(&self.types_claim)?,
             },
             expires_at: seconds("exp"),
+            permissions: list(&self.permissions_claim)?.unwrap_or_default(),
         })
     }
 }

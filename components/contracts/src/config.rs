@@ -40,6 +40,17 @@ pub const METRICS_TOKEN: &str = "metrics_token";
 /// `cors_allowed_origins`: comma-separated origins, `*` for any, empty for none.
 pub const CORS_ALLOWED_ORIGINS: &str = "cors_allowed_origins";
 
+/// `postgres_address` (secret): the Postgres URL the publish endpoint writes the
+/// outbox through (spin.toml builds it from `postgres_host`, `postgres_user`, …).
+pub const POSTGRES_ADDRESS: &str = "postgres_address";
+/// `publish_token` (secret): with `auth_mode = "none"`, `POST /crm-events` needs
+/// `Authorization: Bearer <it>` (unset: publishing is refused).
+pub const PUBLISH_TOKEN: &str = "publish_token";
+/// `publish_max_body_bytes`: the largest publish request body.
+pub const PUBLISH_MAX_BODY_BYTES: &str = "publish_max_body_bytes";
+/// Default of [`PUBLISH_MAX_BODY_BYTES`] (256 KiB).
+pub const DEFAULT_PUBLISH_MAX_BODY_BYTES: u64 = 262_144;
+
 /// Default of [`KAFKA_BROKERS`].
 pub const DEFAULT_KAFKA_BROKERS: &str = "kafka:9092";
 /// Default of [`KAFKA_TOPIC`].
@@ -224,6 +235,44 @@ impl SseConfig {
     }
 }
 
+/// The publish endpoint's settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// The Postgres URL (with credentials: never shown).
+    pub postgres_address: String,
+    /// The bearer token of `auth_mode = "none"` (empty: publishing refused).
+    pub token: String,
+    /// The largest body accepted (1 KiB..=16 MiB, default 256 KiB).
+    pub max_body_bytes: u64,
+}
+
+impl std::fmt::Debug for PublishConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PublishConfig")
+            .field("postgres_address", &"(secret)")
+            .field("token", &"(secret)")
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+impl PublishConfig {
+    /// Loads and validates.
+    pub fn load(vars: &impl Variables) -> Result<Self, ConfigError> {
+        Ok(Self {
+            postgres_address: text(vars, POSTGRES_ADDRESS, ""),
+            token: vars.get(PUBLISH_TOKEN).unwrap_or_default(),
+            max_body_bytes: number(
+                vars,
+                PUBLISH_MAX_BODY_BYTES,
+                DEFAULT_PUBLISH_MAX_BODY_BYTES,
+                1024,
+                16 * 1024 * 1024,
+            )?,
+        })
+    }
+}
+
 /// Which origins may read the stream from a browser on another origin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Cors {
@@ -297,6 +346,22 @@ mod tests {
         assert!(SseConfig::load(&vars(&[(KEEPALIVE_SECONDS, "0")])).is_err());
         let c = SseConfig::load(&vars(&[(MAX_CLIENTS, " 5 ")])).unwrap();
         assert_eq!(c.max_clients, 5);
+    }
+
+    #[test]
+    fn publish_settings_hide_their_secrets() {
+        let c = PublishConfig::load(&vars(&[
+            (POSTGRES_ADDRESS, "postgres://u:s3cret@db/crm"),
+            (PUBLISH_TOKEN, "tok3n"),
+        ]))
+        .unwrap();
+        assert_eq!(c.max_body_bytes, DEFAULT_PUBLISH_MAX_BODY_BYTES);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("tok3n"),
+            "{shown}"
+        );
+        assert!(PublishConfig::load(&vars(&[(PUBLISH_MAX_BODY_BYTES, "10")])).is_err());
     }
 
     #[test]

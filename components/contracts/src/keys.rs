@@ -67,6 +67,13 @@ impl Keys {
         format!("{topic}/{partition}")
     }
 
+    /// Sorted set of the outbox ids already in the stream (member and score: the id),
+    /// the newest `OUTBOX_DEDUP_WINDOW` of them: a record a publisher re-sent after a
+    /// crash is dropped by it. Written in the same transaction as the events.
+    pub fn outbox_ids(&self) -> String {
+        self.key("stream:outbox-ids")
+    }
+
     /// The pub/sub channel each written batch is published on.
     pub fn channel(&self) -> String {
         self.key("events")
@@ -129,6 +136,7 @@ mod tests {
             k.stream(),
             k.offsets(),
             k.stream_trimmed(),
+            k.outbox_ids(),
             k.channel(),
             k.heartbeat(),
             k.sidecar_metrics(),

@@ -11,10 +11,15 @@
 //! * [`stream_id`]: Redis stream ids, `Last-Event-ID` and `since=` parsing.
 //! * [`reply`]: reading the flattened replies of Spin's outbound Redis `execute`.
 //! * [`config`]: the Spin variable names, their defaults and their validation.
+//! * [`demo`]: the demo's CRM events (`make run`).
 //! * [`request`]: the SSE request (query, resume position, filters) and its errors.
 //! * [`resume`]: where a stream starts, and when to report a `gap`.
 //! * [`http`]: routes, JSON error bodies and CORS decisions shared by the components.
 //! * [`metrics`]: the Prometheus exposition the `/metrics` route renders.
+//! * [`outbox`]: what an outbox row becomes in Kafka (value, key, the outbox-id
+//!   header) and the publisher's defaults.
+//! * [`publish`]: `POST /crm-events`, idempotent publishing: validation, the request
+//!   fingerprint, the one atomic SQL statement and what its answer means.
 //! * `spin_glue` (feature `spin`): Spin variables, Redis and responses for the components.
 //!
 //! Nothing here performs I/O; the components and the sidecar do that and call in here
@@ -22,10 +27,13 @@
 
 pub mod auth;
 pub mod config;
+pub mod demo;
 pub mod envelope;
 pub mod http;
 pub mod keys;
 pub mod metrics;
+pub mod outbox;
+pub mod publish;
 pub mod reply;
 pub mod request;
 pub mod resume;

@@ -237,6 +237,73 @@ pub const ASSIGNED_PARTITIONS: Family = Family::new(
     "Partitions assigned to this sidecar.",
 );
 
+/// Counter: re-sent outbox records the sidecar dropped (already in the stream).
+pub const DUPLICATES_DROPPED_TOTAL: Family = Family::new(
+    "crm_events_sidecar_duplicates_dropped_total",
+    Kind::Counter,
+    "Records dropped because their outbox id is already in the stream (a publisher re-sent them).",
+);
+/// Gauge (publisher): rows waiting to be published.
+pub const OUTBOX_PENDING_ROWS: Family = Family::new(
+    "crm_events_outbox_pending_rows",
+    Kind::Gauge,
+    "Outbox rows not yet published and not failed.",
+);
+/// Gauge (publisher): age of the oldest pending row (`occurred_at`), seconds.
+pub const OUTBOX_OLDEST_PENDING_AGE_SECONDS: Family = Family::new(
+    "crm_events_outbox_oldest_pending_age_seconds",
+    Kind::Gauge,
+    "Age of the oldest pending outbox row (now - occurred_at), in seconds; 0 when none is pending.",
+);
+/// Gauge (publisher): rows marked failed and not re-queued.
+pub const OUTBOX_FAILED_ROWS: Family = Family::new(
+    "crm_events_outbox_failed_rows",
+    Kind::Gauge,
+    "Outbox rows marked failed (after max_retries), waiting for an operator.",
+);
+/// Counter (publisher): rows published (Kafka acknowledged, published_at set).
+pub const OUTBOX_PUBLISHED_TOTAL: Family = Family::new(
+    "crm_events_outbox_published_total",
+    Kind::Counter,
+    "Outbox rows published: acknowledged by Kafka and marked published.",
+);
+/// Counter (publisher): rows marked failed.
+pub const OUTBOX_FAILED_TOTAL: Family = Family::new(
+    "crm_events_outbox_failed_total",
+    Kind::Counter,
+    "Outbox rows marked failed after max_retries attempts.",
+);
+/// Counter (publisher): errors by `kind` (`row`: one attempt of a row was refused;
+/// `kafka`, `postgres`: the connection or client failed).
+pub const OUTBOX_ERRORS_TOTAL: Family = Family::new(
+    "crm_events_outbox_errors_total",
+    Kind::Counter,
+    "Publisher errors by kind (row, kafka, postgres).",
+)
+.labelled(&["kind"]);
+/// Histogram (publisher): `occurred_at` -> Kafka acknowledged, seconds.
+pub const OUTBOX_PUBLISH_LATENCY_SECONDS: Family = Family::new(
+    "crm_events_outbox_publish_latency_seconds",
+    Kind::Histogram,
+    "Time from a row's occurred_at to Kafka's acknowledgement, in seconds.",
+)
+.bucketed(&[
+    0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+]);
+/// Gauge (publisher): 1 while this publisher holds the leader lease.
+pub const OUTBOX_LEADER: Family = Family::new(
+    "crm_events_outbox_leader",
+    Kind::Gauge,
+    "1 while this publisher holds the outbox lease (the one that publishes), else 0.",
+);
+/// Counter (publisher): rows deleted by retention, by `table`.
+pub const OUTBOX_RETENTION_DELETED_TOTAL: Family = Family::new(
+    "crm_events_outbox_retention_deleted_total",
+    Kind::Counter,
+    "Rows deleted by retention, by table (outbox_events, idempotency_keys).",
+)
+.labelled(&["table"]);
+
 /// Every family crm-events exports.
 pub const ALL: &[Family] = &[
     SSE_CLIENTS,
@@ -253,6 +320,16 @@ pub const ALL: &[Family] = &[
     REDIS_WRITE_SECONDS,
     EVENT_AGE_SECONDS,
     ASSIGNED_PARTITIONS,
+    DUPLICATES_DROPPED_TOTAL,
+    OUTBOX_PENDING_ROWS,
+    OUTBOX_OLDEST_PENDING_AGE_SECONDS,
+    OUTBOX_FAILED_ROWS,
+    OUTBOX_PUBLISHED_TOTAL,
+    OUTBOX_FAILED_TOTAL,
+    OUTBOX_ERRORS_TOTAL,
+    OUTBOX_PUBLISH_LATENCY_SECONDS,
+    OUTBOX_LEADER,
+    OUTBOX_RETENTION_DELETED_TOTAL,
 ];
 
 /// The sidecar-hash fields the Spin `/metrics` re-exports.
@@ -263,6 +340,8 @@ pub mod sidecar_field {
     pub const EVENTS_WRITTEN: &str = "events_written_total";
     /// Batches written.
     pub const BATCHES: &str = "batches_total";
+    /// Re-sent outbox records dropped.
+    pub const DUPLICATES_DROPPED: &str = "duplicates_dropped_total";
     /// Age of the newest written event, seconds.
     pub const LAST_EVENT_AGE: &str = "last_event_age_seconds";
     /// Prefix of the per-partition lag fields.
@@ -303,6 +382,7 @@ struct Mirror {
     consumed: IntCounter,
     written: IntCounter,
     batches: IntCounter,
+    duplicates: IntCounter,
     age: Gauge,
     errors: IntCounterVec,
     lag: IntGaugeVec,
@@ -314,6 +394,7 @@ impl Mirror {
             consumed: EVENTS_CONSUMED_TOTAL.int_counter(registry),
             written: EVENTS_WRITTEN_TOTAL.int_counter(registry),
             batches: BATCHES_TOTAL.int_counter(registry),
+            duplicates: DUPLICATES_DROPPED_TOTAL.int_counter(registry),
             age: LAST_EVENT_AGE_SECONDS.gauge(registry),
             errors: ERRORS_TOTAL.int_counter_vec(registry),
             lag: CONSUMER_LAG.int_gauge_vec(registry),
@@ -330,6 +411,7 @@ impl Mirror {
             sidecar_field::EVENTS_CONSUMED => self.consumed.inc_by(count),
             sidecar_field::EVENTS_WRITTEN => self.written.inc_by(count),
             sidecar_field::BATCHES => self.batches.inc_by(count),
+            sidecar_field::DUPLICATES_DROPPED => self.duplicates.inc_by(count),
             sidecar_field::LAST_EVENT_AGE => self.age.set(n.max(0.0)),
             other => {
                 if let Some(p) = other.strip_prefix(sidecar_field::LAG_PREFIX) {

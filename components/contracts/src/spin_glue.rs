@@ -119,6 +119,95 @@ impl Redis {
     }
 }
 
+/// A Postgres failure, by what it means for the answer.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PostgresError {
+    /// No connection (Postgres down or unreachable, or not in
+    /// `allowed_outbound_hosts`): `503`, retry.
+    #[error("postgres: cannot connect: {0}")]
+    Connection(String),
+    /// The outbox tables or columns are missing (SQLSTATE 42P01/42703): `500`, run
+    /// the migrations.
+    #[error("postgres: the outbox tables are missing or not migrated (run `crm-events-outbox migrate`): {0}")]
+    Schema(String),
+    /// Any other failure of the statement: `503`.
+    #[error("postgres: the statement failed: {0}")]
+    Query(String),
+}
+
+impl PostgresError {
+    /// The refusal to answer with (the address, which holds credentials, is never in it).
+    pub fn refusal(&self) -> Refusal {
+        match self {
+            PostgresError::Schema(_) => Refusal::new(500, "configuration", self.to_string()),
+            _ => Refusal::new(503, "postgres_unavailable", self.to_string()).retry_after(5),
+        }
+    }
+}
+
+fn pg_error(e: spin_sdk::pg4::PgError) -> PostgresError {
+    use spin_sdk::pg4::{PgError, QueryError};
+    match e {
+        PgError::ConnectionFailed(m) => PostgresError::Connection(m),
+        PgError::QueryFailed(QueryError::DbError(db))
+            if ["42P01", "42703"].contains(&db.code.as_str()) =>
+        {
+            PostgresError::Schema(db.message)
+        }
+        PgError::QueryFailed(QueryError::DbError(db)) => {
+            PostgresError::Query(format!("{} ({})", db.message, db.code))
+        }
+        PgError::QueryFailed(QueryError::Text(m)) => PostgresError::Query(m),
+        other => PostgresError::Query(format!("{other:?}")),
+    }
+}
+
+/// One outbound Postgres connection (`spin:postgres/postgres@4.0.0`).
+pub struct Postgres {
+    conn: spin_sdk::pg4::Connection,
+}
+
+impl Postgres {
+    /// Connects to `address` (a URL that `allowed_outbound_hosts` permits).
+    pub fn open(address: &str) -> Result<Self, PostgresError> {
+        spin_sdk::pg4::Connection::open(address)
+            .map(|conn| Self { conn })
+            .map_err(pg_error)
+    }
+
+    /// Runs a statement with text parameters (`None` is NULL); one row of cells per
+    /// result row (booleans, integers and text; anything else reads as NULL).
+    pub fn query(
+        &self,
+        statement: &str,
+        params: &[Option<String>],
+    ) -> Result<Vec<Vec<crate::publish::Cell>>, PostgresError> {
+        use crate::publish::Cell;
+        use spin_sdk::pg4::{DbValue, ParameterValue};
+        let params: Vec<ParameterValue> = params
+            .iter()
+            .map(|p| {
+                p.clone()
+                    .map_or(ParameterValue::DbNull, ParameterValue::Str)
+            })
+            .collect();
+        let rows = self.conn.query(statement, &params).map_err(pg_error)?;
+        let cell = |v: &DbValue| match v {
+            DbValue::Boolean(b) => Cell::Bool(*b),
+            DbValue::Int16(i) => Cell::Int(i64::from(*i)),
+            DbValue::Int32(i) => Cell::Int(i64::from(*i)),
+            DbValue::Int64(i) => Cell::Int(*i),
+            DbValue::Str(s) => Cell::Text(s.clone()),
+            _ => Cell::Null,
+        };
+        Ok(rows
+            .rows
+            .iter()
+            .map(|r| r.iter().map(cell).collect())
+            .collect())
+    }
+}
+
 /// Seconds since the epoch, by the host's wall clock.
 pub fn now_seconds() -> u64 {
     std::time::SystemTime::now()

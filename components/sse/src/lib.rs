@@ -15,13 +15,17 @@
 //!    so new events go out within one Redis round trip and the block time doubles as
 //!    the keepalive interval; the stream ends at the token's `exp` with an
 //!    `auth_expired` event.
+//!
+//! `POST` on the same route publishes an event through the outbox ([`publish`]):
+//! Spin routes by path, so the stream's component answers it.
 
 mod lease;
 mod position;
+mod publish;
 mod relay;
 
 use crm_events_contracts::auth::{find_token, Identity, Mode, Verifier};
-use crm_events_contracts::config::SseConfig;
+use crm_events_contracts::config::{PublishConfig, SseConfig};
 use crm_events_contracts::http::{client_address, routes, Refusal};
 use crm_events_contracts::request::{Filters, SseRequest};
 use crm_events_contracts::resume::Start;
@@ -32,16 +36,16 @@ use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
 
 /// What the handler takes from the request before deciding anything.
-struct Call {
+pub(crate) struct Call {
     method: Method,
     query: String,
     last_event_id: Option<String>,
-    authorization: Option<String>,
+    pub(crate) authorization: Option<String>,
     cookie: Option<String>,
     /// The client address for per-address limits.
     address: String,
     /// CORS headers every answer carries (empty unless the origin is allowed).
-    cors: Vec<(&'static str, String)>,
+    pub(crate) cors: Vec<(&'static str, String)>,
 }
 
 impl Call {
@@ -78,6 +82,9 @@ impl Call {
     }
 }
 
+/// The methods `/crm-events` answers.
+const ALLOW: &str = "GET, POST, OPTIONS";
+
 /// An admitted stream: everything the relay needs.
 struct Opened {
     control: Redis,
@@ -111,11 +118,15 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             }
             Err(refusal) => send_refusal(out, &call.cors, &refusal).await,
         },
+        Method::Post => match PublishConfig::load(&SpinVariables) {
+            Ok(publishing) => publish::handle(req, out, &call, &verifier, &publishing).await,
+            Err(e) => send_refusal(out, &call.cors, &Refusal::configuration(&e)).await,
+        },
         Method::Options => preflight(out, &call).await,
         _ => {
-            let refusal = Refusal::new(405, "method_not_allowed", "use GET");
+            let refusal = Refusal::new(405, "method_not_allowed", "use GET, or POST to publish");
             let mut cors = call.cors.clone();
-            cors.push(("allow", "GET, OPTIONS".to_string()));
+            cors.push(("allow", ALLOW.to_string()));
             send_refusal(out, &cors, &refusal).await
         }
     }
@@ -182,12 +193,13 @@ fn authorise(call: &Call, verifier: &Verifier) -> Result<Identity, Refusal> {
 /// Answers a CORS preflight.
 async fn preflight(out: ResponseOutparam, call: &Call) {
     let mut headers = call.cors.clone();
-    headers.push(("allow", "GET, OPTIONS".to_string()));
+    headers.push(("allow", ALLOW.to_string()));
     if !call.cors.is_empty() {
-        headers.push(("access-control-allow-methods", "GET, OPTIONS".to_string()));
+        headers.push(("access-control-allow-methods", ALLOW.to_string()));
         headers.push((
             "access-control-allow-headers",
-            "last-event-id, cache-control, authorization".to_string(),
+            "last-event-id, cache-control, authorization, content-type, idempotency-key"
+                .to_string(),
         ));
         headers.push(("access-control-max-age", "600".to_string()));
     }

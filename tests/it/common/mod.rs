@@ -1,8 +1,10 @@
-//! What the integration tests share beyond the harness library: the sidecar as a
-//! child process, reading the Redis stream back, and an HTTP client.
+//! What the integration tests share beyond the harness library: the sidecar and the
+//! publisher as child processes, reading the Redis stream back, and an HTTP client.
 
 #![allow(dead_code)]
 
+pub mod outbox;
+pub mod publisher;
 pub mod sidecar;
 pub mod stream;
 

@@ -1,45 +1,57 @@
-//! The sidecar as a child process: the real binary, configured by environment.
+//! The native processes as children: the real sidecar and publisher binaries,
+//! configured by environment, each with its operations port on a free loopback port.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::time::Duration;
 
 /// The sidecar binary (built by `make test` before the tests run).
 pub fn binary() -> PathBuf {
     crm_events_harness::app::binary("crm-events-sidecar")
 }
 
-/// A running sidecar; killed when dropped.
-pub struct Sidecar {
+/// A running native process; killed when dropped.
+pub struct Native {
     pub child: Child,
+    /// `http://127.0.0.1:<port>` of its `/healthz`, `/readyz`, `/metrics`.
     pub http: String,
 }
 
-impl Sidecar {
-    /// Starts the sidecar against `redis_url` and `brokers` with extra settings.
-    pub fn start(redis_url: &str, brokers: &str, topic: &str, extra: &[(&str, &str)]) -> Sidecar {
+/// The sidecar is one.
+pub type Sidecar = Native;
+
+impl Native {
+    /// Starts `binary` with a clean environment plus `env` and its ops port.
+    pub fn spawn(binary: PathBuf, env: &[(&str, &str)]) -> Native {
         let port = crm_events_harness::redis_server::free_port().unwrap();
-        let mut cmd = Command::new(binary());
+        let mut cmd = Command::new(binary);
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
             .env("RUST_LOG", "warn")
-            .env("REDIS_URL", redis_url)
-            .env("KAFKA_BROKERS", brokers)
-            .env("KAFKA_TOPIC", topic)
             .env("HTTP_LISTEN", format!("127.0.0.1:{port}"))
-            .env("KAFKA_PROP_SESSION_TIMEOUT_MS", "3000")
-            .env("KAFKA_PROP_HEARTBEAT_INTERVAL_MS", "300")
-            .env("KAFKA_STATS_INTERVAL_MS", "500")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit());
-        for (k, v) in extra {
+        for (k, v) in env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().expect("spawn sidecar");
-        Sidecar {
-            child,
+        Native {
+            child: cmd.spawn().expect("spawn"),
             http: format!("http://127.0.0.1:{port}"),
         }
+    }
+
+    /// Starts the sidecar against `redis_url` and `brokers` with extra settings.
+    pub fn start(redis_url: &str, brokers: &str, topic: &str, extra: &[(&str, &str)]) -> Native {
+        let base = [
+            ("REDIS_URL", redis_url),
+            ("KAFKA_BROKERS", brokers),
+            ("KAFKA_TOPIC", topic),
+            ("KAFKA_PROP_SESSION_TIMEOUT_MS", "3000"),
+            ("KAFKA_PROP_HEARTBEAT_INTERVAL_MS", "300"),
+            ("KAFKA_STATS_INTERVAL_MS", "500"),
+        ];
+        Self::spawn(binary(), &[&base[..], extra].concat())
     }
 
     /// SIGKILL: no chance to finish anything.
@@ -54,9 +66,39 @@ impl Sidecar {
         let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
         assert!(status.success());
     }
+
+    /// Waits for the process to exit after [`Native::terminate`]; panics past `within`.
+    pub async fn exit_status(&mut self, within: Duration) -> std::process::ExitStatus {
+        let started = std::time::Instant::now();
+        loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                return s;
+            }
+            assert!(started.elapsed() < within, "did not stop within {within:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// `/readyz`: `(status, body)`, or `None` while the port does not answer.
+    pub async fn readiness(&self) -> Option<(u16, serde_json::Value)> {
+        let r = super::client()
+            .get(format!("{}/readyz", self.http))
+            .send()
+            .await
+            .ok()?;
+        let status = r.status().as_u16();
+        Some((status, r.json().await.ok()?))
+    }
+
+    /// The value of the series `series` (`name` or `name{labels}`) in `/metrics`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = super::get_text(&format!("{}/metrics", self.http)).await;
+        text.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+    }
 }
 
-impl Drop for Sidecar {
+impl Drop for Native {
     fn drop(&mut self) {
         self.kill();
     }

@@ -1,53 +1,18 @@
-//! Host implementations of `fermyon:spin/redis@2.0.0` and `fermyon:spin/variables@2.0.0`.
-//!
-//! They behave as Spin's do: `open` makes one multiplexed Redis connection with no
-//! response timeout (so `XREAD BLOCK` waits as long as it asks to), the address must
-//! be permitted by the component's `allowed_outbound_hosts`, and `execute` flattens
-//! the reply (arrays spliced in, nil and `OK` dropped).
+//! `fermyon:spin/redis@2.0.0`, as Spin implements it: `open` makes one multiplexed
+//! Redis connection with no response timeout (so `XREAD BLOCK` waits as long as it
+//! asks to), the address must be permitted by the component's
+//! `allowed_outbound_hosts`, and `execute` flattens the reply (arrays spliced in, nil
+//! and `OK` dropped).
 
+use super::address_allowed;
+use super::fermyon::spin::redis::{self as wit, Error as RedisError, RedisParameter, RedisResult};
 use crate::runtime::InstanceState;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
 use wasmtime::component::Resource;
 
-wasmtime::component::bindgen!({
-    path: "../wit",
-    world: "crm-events:host/spin-imports",
-    imports: { default: async | trappable },
-    with: {
-        "fermyon:spin/redis.connection": RedisConnection,
-    },
-});
-
-pub use fermyon::spin::redis::{Error as RedisError, RedisParameter, RedisResult};
-pub use fermyon::spin::variables::Error as VariablesError;
-
 /// The host side of a `connection` resource.
 pub struct RedisConnection(MultiplexedConnection);
-
-/// Whether `address` (a `redis://` or `rediss://` URL) is allowed by `allowed` (as
-/// in `spin.toml`: `redis://host:port`, where host and port may be `*`).
-pub fn address_allowed(address: &str, allowed: &[String]) -> bool {
-    fn split(url: &str) -> Option<(&str, &str, &str)> {
-        let (scheme, rest) = url.split_once("://")?;
-        let authority = rest.split('/').next()?;
-        let authority = authority.rsplit('@').next()?;
-        let (host, port) = match authority.rsplit_once(':') {
-            Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') => (h, p),
-            _ => (authority, "6379"),
-        };
-        Some((scheme, host, port))
-    }
-    let Some((scheme, host, port)) = split(address) else {
-        return false;
-    };
-    allowed.iter().any(|a| {
-        let Some((s, h, p)) = split(a) else {
-            return false;
-        };
-        (s == "*" || s == scheme) && (h == "*" || h == host) && (p == "*" || p == port)
-    })
-}
 
 /// Flattens a reply the way Spin does.
 pub fn flatten(value: Value) -> Vec<RedisResult> {
@@ -81,14 +46,14 @@ fn other(e: impl std::fmt::Display) -> RedisError {
     RedisError::Other(e.to_string())
 }
 
-impl fermyon::spin::redis::Host for InstanceState {}
+impl wit::Host for InstanceState {}
 
-impl fermyon::spin::redis::HostConnection for InstanceState {
+impl wit::HostConnection for InstanceState {
     async fn open(
         &mut self,
         address: String,
     ) -> wasmtime::Result<Result<Resource<RedisConnection>, RedisError>> {
-        if !address_allowed(&address, &self.component.allowed_outbound_hosts) {
+        if !address_allowed(&address, &self.component.allowed_outbound_hosts, 6379) {
             return Ok(Err(RedisError::InvalidAddress));
         }
         let client = match redis::Client::open(address.as_str()) {
@@ -214,25 +179,6 @@ impl fermyon::spin::redis::HostConnection for InstanceState {
     }
 }
 
-impl fermyon::spin::variables::Host for InstanceState {
-    async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, VariablesError>> {
-        let valid = !name.is_empty()
-            && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
-            return Ok(Err(VariablesError::InvalidName(name)));
-        }
-        Ok(self
-            .component
-            .variables
-            .get(&name)
-            .cloned()
-            .ok_or(VariablesError::Undefined(name)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,17 +201,5 @@ mod tests {
         assert!(flatten(Value::Nil).is_empty());
         assert!(flatten(Value::Okay).is_empty());
         assert!(matches!(flatten(Value::Int(3))[0], RedisResult::Int64(3)));
-    }
-
-    #[test]
-    fn allowed_hosts_match_like_spin() {
-        let allowed = vec!["redis://127.0.0.1:6379".to_string()];
-        assert!(address_allowed("redis://127.0.0.1:6379", &allowed));
-        assert!(address_allowed("redis://127.0.0.1", &allowed));
-        assert!(address_allowed("redis://:pw@127.0.0.1:6379/0", &allowed));
-        assert!(!address_allowed("redis://127.0.0.1:6380", &allowed));
-        assert!(!address_allowed("redis://10.0.0.1:6379", &allowed));
-        let any = vec!["redis://*:*".to_string()];
-        assert!(address_allowed("redis://x:1", &any));
     }
 }

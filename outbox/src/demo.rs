@@ -1,0 +1,60 @@
+//! `crm-events-outbox demo`: a stand-in for the CRM, so `make run` shows the whole
+//! chain. It writes the demo's events into the outbox at a rate, each tick one
+//! transaction, as the CRM writes its events beside its business changes.
+
+use crate::config::DatabaseArgs;
+use crate::db::{self, Session};
+use anyhow::Result;
+use crm_events_contracts::demo;
+use crm_events_native::pace::Pace;
+use std::future::Future;
+
+/// The insert of one tick's rows.
+const INSERT: &str = "INSERT INTO outbox_events (tenant_id, type, payload, occurred_at)
+     SELECT t::uuid, e, p::jsonb, clock_timestamp()
+       FROM unnest($1::text[], $2::text[], $3::text[]) AS u(t, e, p)";
+
+/// Writes demo rows at `rate` per second until `shutdown`.
+pub async fn run(db: &DatabaseArgs, rate: u32, shutdown: impl Future<Output = ()>) -> Result<()> {
+    tokio::pin!(shutdown);
+    let pg = db::config(&db.database_url, "crm-events-outbox-demo")?;
+    let on_error = |e: &anyhow::Error| {
+        tracing::warn!(error = format!("{e:#}"), "demo: cannot reach Postgres yet")
+    };
+    let Some(mut session) = Session::connect_retrying(&pg, on_error, shutdown.as_mut()).await
+    else {
+        return Ok(());
+    };
+    let pace = Pace::new(rate);
+    let mut tick = tokio::time::interval(pace.every);
+    let mut n = 0u64;
+    tracing::info!(rate, "demo: writing CRM events into the outbox");
+    loop {
+        tokio::select! {
+            _ = shutdown.as_mut() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let events: Vec<demo::DemoEvent> =
+            (n..n + u64::from(pace.per_tick)).map(demo::event).collect();
+        let tenants: Vec<&str> = events.iter().map(|e| e.tenant_id).collect();
+        let types: Vec<&str> = events.iter().map(|e| e.event_type).collect();
+        let payloads: Vec<&str> = events.iter().map(|e| e.payload.as_str()).collect();
+        match session
+            .client
+            .execute(INSERT, &[&tenants, &types, &payloads])
+            .await
+        {
+            Ok(_) => n += u64::from(pace.per_tick),
+            Err(e) => {
+                tracing::warn!(error = %e, "demo: insert failed; reconnecting");
+                let on_error = |e: &anyhow::Error| {
+                    tracing::warn!(error = format!("{e:#}"), "demo: cannot reach Postgres")
+                };
+                match Session::connect_retrying(&pg, on_error, shutdown.as_mut()).await {
+                    Some(s) => session = s,
+                    None => return Ok(()),
+                }
+            }
+        }
+    }
+}
