@@ -6,7 +6,7 @@ RUN rustup target add wasm32-wasip2
 WORKDIR /src
 COPY . .
 RUN cargo build --release --locked --target wasm32-wasip2 \
-      -p crm-events-info -p crm-events-health -p crm-events-metrics -p crm-events-sse -p crm-events-viewer
+      -p crm-events-info -p crm-events-health -p crm-events-metrics -p crm-events-sse -p crm-events-session -p crm-events-viewer
 
 # The Spin CLI image; any Spin >= 2.0 runs these WASI 0.2 components.
 FROM ghcr.io/spinframework/spin:v3.4.1

@@ -1,44 +1,141 @@
 #!/usr/bin/env bash
-# `make run`: Redis, the sidecar and the app, on this machine, stopped together on Ctrl-C.
+# `make run`: the whole chain on this machine, stopped together on Ctrl-C or SIGTERM.
 #
 #   KAFKA_BROKERS unset -> the sidecar starts an embedded Kafka-protocol broker with the
-#                          topic and a demo producer (DEMO_RATE events/s, default 5).
-#   KAFKA_BROKERS set   -> it relays that cluster's KAFKA_TOPIC (KAFKA_PROP_* pass through).
+#                          topic; a throwaway PostgreSQL cluster gets the outbox tables,
+#                          the outbox publisher moves its rows to the broker, and a demo
+#                          stand-in for the CRM writes DEMO_RATE events/s (default 5)
+#                          into the outbox: commit -> Kafka -> Redis -> browser.
+#   KAFKA_BROKERS set   -> the sidecar relays that cluster's KAFKA_TOPIC (KAFKA_PROP_*
+#                          pass through); no demo events. With DATABASE_URL set too, the
+#                          publisher publishes that database's outbox to it.
+#   DATABASE_URL set    -> that Postgres holds the outbox (migrated at start); otherwise
+#                          a throwaway cluster is started here (Debian's initdb/pg_ctl).
 #   REDIS_URL set       -> that Redis is used; otherwise a redis-server is started here.
 #   The app runs under `spin up` when the Spin CLI is installed, otherwise under the
 #   project's wasmtime host serving the same spin.toml.
 #   Access control stays on: unless SPIN_VARIABLE_AUTH_* configures it, the script makes
-#   a demo key pair and an operator token (every tenant, 8 h) in AUTH_DIR
-#   (default target/run-auth) and prints how to use it.
+#   a demo key pair and an operator token (every tenant, may publish, 8 h) in AUTH_DIR
+#   (default target/run-auth).
+#
+# Ports (each checked free before anything starts): PORT (app, 3000), SIDECAR_PORT
+# (9090), PUBLISHER_PORT (9094), REDIS_PORT (6390), PG_PORT (5439).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-3000}
 SIDECAR_PORT=${SIDECAR_PORT:-9090}
+PUBLISHER_PORT=${PUBLISHER_PORT:-9094}
 REDIS_PORT=${REDIS_PORT:-6390}
+PG_PORT=${PG_PORT:-5439}
 BIN=${BIN:-target/debug}
+RUN_DIR=$(mktemp -d "${TMPDIR:-/tmp}/crm-events-run.XXXXXX")
 
 pids=()
+names=()
+pg_ctl_bin=""
+pg_data=""
+as_postgres=()
+
+# Stops everything, children first (a closed stdout must not keep them alive), then
+# says so if it still can.
 stop() {
   trap - EXIT INT TERM
-  echo
-  echo "run: stopping"
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  if [ -n "$pg_data" ]; then
+    "${as_postgres[@]}" "$pg_ctl_bin" -D "$pg_data" -m fast -w stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$RUN_DIR"
+  echo "run: stopped" 2>/dev/null || true
 }
-trap stop EXIT INT TERM
+trap stop EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
 
-if [ -z "${REDIS_URL:-}" ]; then
-  redis_dir=$(mktemp -d)
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$redis_dir" --save "" --appendonly no \
-    --logfile "$redis_dir/redis.log" &
+say() { echo "run: $*" 2>/dev/null || true; }
+fail() { say "$*"; exit 1; }
+
+# A port is taken when something accepts a connection on it.
+check_free() {
+  local port=$1 variable=$2
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    fail "port $port is taken (by another program): set $variable to another port"
+  fi
+}
+
+start() {
+  local name=$1
+  shift
+  "$@" &
   pids+=($!)
+  names+=("$name")
+}
+
+# Fails, naming it, when a started process has died.
+check_alive() {
+  local i
+  for i in "${!pids[@]}"; do
+    kill -0 "${pids[$i]}" 2>/dev/null || fail "${names[$i]} exited during start (see its output above)"
+  done
+}
+
+# Waits for http://127.0.0.1:$2/readyz to answer 200.
+wait_ready() {
+  local name=$1 port=$2
+  for _ in $(seq 1 600); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port/readyz" 2>/dev/null && return 0
+    check_alive
+    sleep 0.1
+  done
+  fail "$name is not ready after 60 s: http://127.0.0.1:$port/readyz"
+}
+
+check_free "$PORT" PORT
+check_free "$SIDECAR_PORT" SIDECAR_PORT
+[ -n "${REDIS_URL:-}" ] || check_free "$REDIS_PORT" REDIS_PORT
+[ -n "${DATABASE_URL:-}" ] || [ -n "${KAFKA_BROKERS:-}" ] || check_free "$PG_PORT" PG_PORT
+[ -n "${DATABASE_URL:-}" ] || [ -z "${KAFKA_BROKERS:-}" ] || PUBLISHER_PORT=""
+[ -z "$PUBLISHER_PORT" ] || check_free "$PUBLISHER_PORT" PUBLISHER_PORT
+
+# Redis.
+if [ -z "${REDIS_URL:-}" ]; then
+  start redis-server redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN_DIR" \
+    --save "" --appendonly no --logfile "$RUN_DIR/redis.log"
   REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
-  for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.1; done
+  for _ in $(seq 1 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; check_alive; sleep 0.1; done
 fi
 redis_host=${REDIS_URL#*://}
 redis_host=${redis_host#*@}
 redis_host=${redis_host%%/*}
+
+# PostgreSQL: a throwaway cluster unless DATABASE_URL names one (and none with an
+# external Kafka: the demo never writes into someone's topic).
+start_postgres() {
+  local bin
+  bin=${PG_BIN:-$(dirname "$(readlink -f "$(command -v initdb 2>/dev/null || echo /nonexistent)")")}
+  [ -x "$bin/initdb" ] || bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)
+  [ -x "$bin/initdb" ] || fail "PostgreSQL's initdb not found: run scripts/setup.sh, or set DATABASE_URL or PG_BIN"
+  pg_ctl_bin="$bin/pg_ctl"
+  pg_data="$RUN_DIR/pg"
+  mkdir -p "$pg_data"
+  if [ "$(id -u)" -eq 0 ]; then
+    # PostgreSQL refuses to run as root: the Debian package's postgres user runs it.
+    as_postgres=(runuser -u postgres --)
+    chown postgres: "$RUN_DIR" "$pg_data"
+  fi
+  "${as_postgres[@]}" "$bin/initdb" -D "$pg_data" -U postgres --auth=trust -E UTF8 >"$RUN_DIR/initdb.log" 2>&1 \
+    || fail "initdb failed: $(tail -n 3 "$RUN_DIR/initdb.log")"
+  "${as_postgres[@]}" "$pg_ctl_bin" -D "$pg_data" -l "$RUN_DIR/postgres.log" -w -o \
+    "-p $PG_PORT -c listen_addresses=127.0.0.1 -c unix_socket_directories=$pg_data" start >/dev/null \
+    || fail "PostgreSQL did not start: $(tail -n 3 "$RUN_DIR/postgres.log")"
+  "${as_postgres[@]}" "$bin/psql" -h 127.0.0.1 -p "$PG_PORT" -U postgres -qAt \
+    -c "CREATE ROLE crm_events LOGIN" -c "CREATE DATABASE crm OWNER crm_events" postgres >/dev/null
+  DATABASE_URL="postgres://crm_events@127.0.0.1:$PG_PORT/crm"
+}
+if [ -z "${DATABASE_URL:-}" ] && [ -z "${KAFKA_BROKERS:-}" ]; then
+  start_postgres
+fi
 
 # Access control: a demo key pair and operator token unless auth is configured.
 AUTH_DIR=${AUTH_DIR:-target/run-auth}
@@ -48,49 +145,79 @@ if [ -z "${SPIN_VARIABLE_AUTH_PUBLIC_KEYS:-}${SPIN_VARIABLE_AUTH_JWKS:-}${SPIN_V
   mkdir -p "$AUTH_DIR"
   "$BIN/crm-events-sidecar" keygen --out "$AUTH_DIR" >/dev/null
   (umask 077; "$BIN/crm-events-sidecar" token --key "$AUTH_DIR/private.pem" \
-    --sub operator --tenant '*' --ttl 8h > "$AUTH_DIR/token")
+    --sub operator --tenant '*' --permission publish --ttl 8h > "$AUTH_DIR/token")
   SPIN_VARIABLE_AUTH_PUBLIC_KEYS=$(cat "$AUTH_DIR/public.pem")
   export SPIN_VARIABLE_AUTH_PUBLIC_KEYS
-  auth_desc="demo key pair in $AUTH_DIR (operator token: every tenant, 8 h)"
+  auth_desc="demo key pair in $AUTH_DIR (operator token: every tenant, may publish, 8 h)"
 fi
 
+# The sidecar, with the embedded broker unless KAFKA_BROKERS is given.
 sidecar_args=()
 if [ -z "${KAFKA_BROKERS:-}" ]; then
-  sidecar_args+=(--embedded-kafka)
-  kafka_desc="embedded broker with a demo producer (${DEMO_RATE:-5} events/s)"
+  sidecar_args+=(--embedded-kafka --embedded-kafka-file "$RUN_DIR/kafka" --demo-rate 0)
+  kafka_desc="embedded broker; a demo CRM writes ${DEMO_RATE:-5} events/s into the outbox"
 else
   kafka_desc="$KAFKA_BROKERS"
 fi
-REDIS_URL="$REDIS_URL" HTTP_LISTEN="127.0.0.1:$SIDECAR_PORT" "$BIN/crm-events-sidecar" run "${sidecar_args[@]}" &
-pids+=($!)
+REDIS_URL="$REDIS_URL" HTTP_LISTEN="127.0.0.1:$SIDECAR_PORT" DEMO_RATE=0 \
+  start sidecar "$BIN/crm-events-sidecar" run "${sidecar_args[@]}"
+brokers=${KAFKA_BROKERS:-}
+if [ -z "$brokers" ]; then
+  for _ in $(seq 1 300); do [ -s "$RUN_DIR/kafka" ] && break; check_alive; sleep 0.1; done
+  [ -s "$RUN_DIR/kafka" ] || fail "the embedded Kafka broker did not start"
+  brokers=$(cat "$RUN_DIR/kafka")
+fi
 
+# The outbox publisher (it applies the migrations), and the demo CRM.
+outbox_desc="off (set DATABASE_URL to publish a database's outbox)"
+if [ -n "$PUBLISHER_PORT" ]; then
+  DATABASE_URL="$DATABASE_URL" KAFKA_BROKERS="$brokers" HTTP_LISTEN="127.0.0.1:$PUBLISHER_PORT" \
+    start publisher "$BIN/crm-events-outbox" run
+  # Shown without credentials or options.
+  rest=${DATABASE_URL#*://}
+  outbox_desc="${DATABASE_URL%%://*}://${rest#*@}"
+  outbox_desc=${outbox_desc%%\?*}
+  wait_ready publisher "$PUBLISHER_PORT"
+  if [ -z "${KAFKA_BROKERS:-}" ]; then
+    DATABASE_URL="$DATABASE_URL" start demo "$BIN/crm-events-outbox" demo --rate "${DEMO_RATE:-5}"
+  fi
+fi
+
+# The app.
+pg_host="127.0.0.1:$PG_PORT"
 if command -v spin >/dev/null 2>&1; then
   runtime="spin up"
   SPIN_VARIABLE_REDIS_HOST="$redis_host" SPIN_VARIABLE_KAFKA_BROKERS="${KAFKA_BROKERS:-embedded}" \
-    spin up --listen "127.0.0.1:$PORT" &
+    SPIN_VARIABLE_POSTGRES_HOST="$pg_host" SPIN_VARIABLE_POSTGRES_SSLMODE=disable \
+    start app spin up --listen "127.0.0.1:$PORT"
 else
-  runtime="the wasmtime test host (crm-events-host; install the Spin CLI to use spin up)"
-  SPIN_VARIABLE_KAFKA_BROKERS="${KAFKA_BROKERS:-embedded}" "$BIN/crm-events-host" \
-    --manifest spin.toml --listen "127.0.0.1:$PORT" --variable "redis_host=$redis_host" &
+  runtime="the wasmtime host (crm-events-host; install the Spin CLI to use spin up)"
+  SPIN_VARIABLE_KAFKA_BROKERS="${KAFKA_BROKERS:-embedded}" \
+    SPIN_VARIABLE_POSTGRES_HOST="$pg_host" SPIN_VARIABLE_POSTGRES_SSLMODE=disable \
+    start app "$BIN/crm-events-host" --manifest spin.toml --listen "127.0.0.1:$PORT" \
+    --variable "redis_host=$redis_host"
 fi
-pids+=($!)
 
-for _ in $(seq 1 600); do
-  curl -fsS "http://127.0.0.1:$PORT/readyz" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-cat <<MSG
+wait_ready sidecar "$SIDECAR_PORT"
+wait_ready app "$PORT"
+check_alive
+
+token_hint="\$(cat $AUTH_DIR/token)"
+cat <<MSG 2>/dev/null || true
 
 crm-events is running
   app        http://127.0.0.1:$PORT/            ($runtime)
   auth       $auth_desc
-  stream     curl -N -H "Authorization: Bearer \$(cat $AUTH_DIR/token)" http://127.0.0.1:$PORT/crm-events
+  stream     curl -N -H "Authorization: Bearer $token_hint" http://127.0.0.1:$PORT/crm-events
+  publish    curl -H "Authorization: Bearer $token_hint" -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' \\
+               -d '{"type":"JobCreated","tenant_id":"3f8a1c2e-6b4d-4e8f-9a1b-2c3d4e5f6a70","payload":{"JobId":"job-x"}}' http://127.0.0.1:$PORT/crm-events
   viewer     http://127.0.0.1:$PORT/ops/crm-events  (sign in with the token in $AUTH_DIR/token)
-  tokens     $BIN/crm-events-sidecar token --key $AUTH_DIR/private.pem --tenant tenant-acme --ttl 1h
-  metrics    http://127.0.0.1:$PORT/metrics
-  sidecar    http://127.0.0.1:$SIDECAR_PORT/readyz  http://127.0.0.1:$SIDECAR_PORT/metrics
+  tokens     $BIN/crm-events-sidecar token --key $AUTH_DIR/private.pem --tenant <tenant uuid> --ttl 1h
+  metrics    http://127.0.0.1:$PORT/metrics   sidecar http://127.0.0.1:$SIDECAR_PORT/metrics   publisher ${PUBLISHER_PORT:+http://127.0.0.1:$PUBLISHER_PORT/metrics}
   kafka      $kafka_desc
+  outbox     $outbox_desc
   redis      $REDIS_URL
 Ctrl-C stops everything.
 MSG
-wait -n "${pids[@]}"
+wait -n "${pids[@]}" || true
+check_alive

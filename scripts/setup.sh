@@ -1,19 +1,32 @@
 #!/usr/bin/env bash
-# Installs what a fresh Debian machine with Rust lacks to build, test and run crm-events:
-# redis-server, the C toolchain pieces librdkafka needs, promtool, and the wasm32-wasip2
-# target; with --test also Chromium, Node.js and playwright-core for the browser test;
-# with --lint also cargo-machete (unused dependencies).
+# Installs what a fresh Debian machine with Rust lacks to build, test and run
+# crm-events, and nothing more:
+#   redis-server; PostgreSQL's server binaries (initdb, pg_ctl) without a cluster of
+#   their own (no server is started on 5432); the C toolchain pieces librdkafka needs;
+#   the wasm32-wasip2 target; promtool alone, unpacked from Debian's prometheus
+#   package into target/tools/bin (installing the package would start a Prometheus
+#   server on :9090, the sidecar's port);
+#   with --test also Chromium, Node.js and playwright-core for the browser test;
+#   with --lint also cargo-machete (unused dependencies).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 SUDO=""
 if [ "$(id -u)" -ne 0 ]; then
   SUDO="sudo"
 fi
+TOOLS=target/tools/bin
+
+# PostgreSQL's server binaries: on PATH, or where Debian keeps them.
+have_postgres() {
+  command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1 && return 0
+  compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
 
 packages=()
 command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
-command -v promtool >/dev/null 2>&1 || packages+=(prometheus)
+have_postgres || packages+=(postgresql)
 command -v make >/dev/null 2>&1 || packages+=(make)
 command -v cc >/dev/null 2>&1 || packages+=(gcc)
 command -v c++ >/dev/null 2>&1 || packages+=(g++)
@@ -27,10 +40,40 @@ if [ "${1:-}" = "--test" ]; then
   command -v npm >/dev/null 2>&1 || packages+=(npm)
 fi
 
+updated=""
+apt_update() {
+  if [ -z "$updated" ]; then
+    $SUDO apt-get update -qq
+    updated=1
+  fi
+}
+
 if [ "${#packages[@]}" -gt 0 ]; then
   echo "setup: installing ${packages[*]}"
-  $SUDO apt-get update -qq
+  if [[ " ${packages[*]} " == *" postgresql "* ]]; then
+    # The packages would create and start a cluster on 5432; crm-events runs its
+    # own throwaway clusters instead.
+    $SUDO mkdir -p /etc/postgresql-common/createcluster.d
+    echo "create_main_cluster = false" |
+      $SUDO tee /etc/postgresql-common/createcluster.d/crm-events.conf >/dev/null
+  fi
+  apt_update
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${packages[@]}"
+fi
+
+# promtool, without the Prometheus server the package would install and start.
+if [ ! -x "$TOOLS/promtool" ]; then
+  if command -v promtool >/dev/null 2>&1; then
+    mkdir -p "$TOOLS" && ln -sf "$(command -v promtool)" "$TOOLS/promtool"
+  else
+    echo "setup: unpacking promtool into $TOOLS"
+    apt_update
+    work=$(mktemp -d)
+    (cd "$work" && apt-get download -qq prometheus)
+    dpkg-deb -x "$work"/prometheus_*.deb "$work/x"
+    mkdir -p "$TOOLS" && cp "$work/x/usr/bin/promtool" "$TOOLS/promtool"
+    rm -rf "$work"
+  fi
 fi
 
 if [ "${1:-}" = "--test" ] && [ ! -d tests/browser/node_modules/playwright-core ]; then

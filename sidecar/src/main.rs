@@ -100,9 +100,14 @@ struct RunArgs {
     /// demo producer, and relay from it; KAFKA_BROKERS is ignored.
     #[arg(long, env = "EMBEDDED_KAFKA", default_value_t = false)]
     embedded_kafka: bool,
-    /// Demo events per second with --embedded-kafka (0: no demo producer).
+    /// Demo events per second with --embedded-kafka (0: no demo producer; `make run`
+    /// writes its demo events through the outbox instead).
     #[arg(long, env = "DEMO_RATE", default_value_t = 5)]
     demo_rate: u32,
+    /// With --embedded-kafka: write the broker's address (host:port) into this file
+    /// once it listens, for other processes (the outbox publisher) to find it.
+    #[arg(long, env = "EMBEDDED_KAFKA_FILE")]
+    embedded_kafka_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]
@@ -170,6 +175,13 @@ fn start_embedded(args: &mut RunArgs) -> Result<demo::EmbeddedKafka> {
         .properties
         .insert(0, ("fetch.wait.max.ms".to_string(), "5".to_string()));
     tracing::info!(brokers = %kafka.brokers(), topic = %args.relay.kafka.topic, "embedded Kafka broker started");
+    if let Some(path) = &args.embedded_kafka_file {
+        // Written whole under another name, then renamed: a reader never sees half.
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, kafka.brokers())
+            .and_then(|()| std::fs::rename(&tmp, path))
+            .with_context(|| format!("writing EMBEDDED_KAFKA_FILE {}", path.display()))?;
+    }
     if args.demo_rate > 0 {
         let producer = demo::producer(&kafka.brokers(), &[])?;
         tokio::spawn(demo::run_demo_producer(

@@ -155,6 +155,9 @@ fn rules_and_dashboard_query_only_exported_metrics() {
         metrics::CONSUMER_LAG.name,
         metrics::EVENT_AGE_SECONDS.name,
         metrics::ERRORS_TOTAL.name,
+        metrics::OUTBOX_PENDING_ROWS.name,
+        metrics::OUTBOX_FAILED_ROWS.name,
+        metrics::OUTBOX_OLDEST_PENDING_AGE_SECONDS.name,
     ] {
         assert!(dashboard.contains(name), "dashboard lacks {name}");
     }
@@ -166,6 +169,11 @@ fn rules_and_dashboard_query_only_exported_metrics() {
         "CrmEventsSidecarErrors",
         "CrmEventsEventAgeBudgetFastBurn",
         "CrmEventsEventAgeBudgetSlowBurn",
+        "CrmEventsOutboxNoLeader",
+        "CrmEventsOutboxBacklogOld",
+        "CrmEventsOutboxBacklogLarge",
+        "CrmEventsOutboxFailedRows",
+        "CrmEventsOutboxErrors",
     ] {
         assert!(
             rules.contains(&format!("alert: {alert}")),
@@ -182,6 +190,8 @@ fn compose_has_every_service_with_health_checks() {
         "kafka",
         "kafka-init",
         "redis",
+        "postgres",
+        "publisher",
         "sidecar",
         "app",
         "prometheus",
@@ -192,7 +202,15 @@ fn compose_has_every_service_with_health_checks() {
             "compose lacks service {name}"
         );
     }
-    for name in ["kafka", "redis", "sidecar", "app", "prometheus"] {
+    for name in [
+        "kafka",
+        "redis",
+        "postgres",
+        "publisher",
+        "sidecar",
+        "app",
+        "prometheus",
+    ] {
         assert!(
             !services[name]["healthcheck"]["test"].is_badvalue(),
             "{name} has no health check"
@@ -209,6 +227,42 @@ fn compose_has_every_service_with_health_checks() {
         services["sidecar"]["environment"]["KAFKA_BROKERS"].as_str(),
         Some("kafka:9092")
     );
+    let publisher = &services["publisher"];
+    assert_eq!(
+        publisher["deploy"]["replicas"].as_i64(),
+        Some(2),
+        "a leader and a standby"
+    );
+    assert_eq!(
+        publisher["environment"]["KAFKA_BROKERS"].as_str(),
+        Some("kafka:9092")
+    );
+    assert!(publisher["environment"]["DATABASE_URL"]
+        .as_str()
+        .unwrap()
+        .contains("@postgres:5432/crm"));
+}
+
+/// The app image builds every component `spin.toml` names (it once left one out).
+#[test]
+fn the_app_image_builds_every_component() {
+    let dockerfile = std::fs::read_to_string(deploy("Dockerfile.app")).unwrap();
+    let manifest = crm_events_host::manifest::Manifest::load(
+        &common::root().join("spin.toml"),
+        &Default::default(),
+    )
+    .unwrap();
+    for c in manifest.components.values() {
+        let package = c
+            .build_command
+            .as_deref()
+            .and_then(|b| b.split("-p ").nth(1))
+            .expect("a build command naming its package");
+        assert!(
+            dockerfile.contains(&format!("-p {package}")),
+            "Dockerfile.app does not build {package}"
+        );
+    }
 }
 
 /// `docker compose config` validates the compose file further where the Compose
@@ -246,7 +300,9 @@ fn kubernetes_manifests_parse_and_probe_the_sidecar() {
         "k8s/config.yaml",
         "k8s/spinapp.yaml",
         "k8s/sidecar.yaml",
+        "k8s/publisher.yaml",
         "k8s/redis.yaml",
+        "k8s/postgres.yaml",
     ] {
         for doc in yaml(file) {
             assert!(
@@ -273,6 +329,7 @@ fn kubernetes_manifests_parse_and_probe_the_sidecar() {
                     .filter_map(|v| v["name"].as_str())
                     .collect();
                 assert!(vars.contains(&"redis_host") && vars.contains(&"key_prefix"));
+                assert!(vars.contains(&"postgres_host") && vars.contains(&"postgres_password"));
             }
             kinds.insert(kind);
         }

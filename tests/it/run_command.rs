@@ -1,36 +1,53 @@
-//! `make run`'s script in demo mode: it starts Redis, the sidecar with its embedded
-//! broker and demo producer, and the app; events reach an SSE client; Ctrl-C stops
-//! everything it started.
+//! `make run`'s script in demo mode: it starts Redis, a throwaway PostgreSQL, the
+//! sidecar with its embedded broker, the outbox publisher, the demo CRM writing into
+//! the outbox and the app; events reach an SSE client through the whole chain;
+//! Ctrl-C stops everything it started.
 
 mod common;
 
 use crm_events_harness::redis_server::free_port;
 use crm_events_harness::sse_client::SseClient;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Kills run.sh's whole process group when the test ends early, so a failure
+/// leaves no redis-server, postgres or sidecar behind.
+struct Group(u32);
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-KILL", "--", &format!("-{}", self.0)])
+            .status();
+    }
+}
+
 #[tokio::test]
 async fn run_script_serves_demo_events_and_stops_cleanly() {
-    let (port, sidecar_port, redis_port) = (
-        free_port().unwrap(),
-        free_port().unwrap(),
-        free_port().unwrap(),
-    );
+    let ports: Vec<u16> = (0..5).map(|_| free_port().unwrap()).collect();
+    let (port, sidecar_port, redis_port, pg_port, publisher_port) =
+        (ports[0], ports[1], ports[2], ports[3], ports[4]);
     let auth_dir = std::env::temp_dir().join(format!("crm-events-run-auth-{port}"));
     let mut child = Command::new("bash")
         .arg(common::root().join("scripts/run.sh"))
         .env("PORT", port.to_string())
         .env("SIDECAR_PORT", sidecar_port.to_string())
         .env("REDIS_PORT", redis_port.to_string())
+        .env("PG_PORT", pg_port.to_string())
+        .env("PUBLISHER_PORT", publisher_port.to_string())
         .env("DEMO_RATE", "50")
         .env("AUTH_DIR", &auth_dir)
         .env_remove("KAFKA_BROKERS")
         .env_remove("REDIS_URL")
+        .env_remove("DATABASE_URL")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
+        .process_group(0)
         .spawn()
         .expect("run.sh");
+    let _group = Group(child.id());
 
     let ready = format!("http://127.0.0.1:{port}/readyz");
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -54,12 +71,20 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
     let bearer = format!("Bearer {}", token.trim());
     let mut c = SseClient::connect(&url, &[("authorization", &bearer)]).await;
     let events = c.domain_events(5, Duration::from_secs(30)).await;
+    let tenants = crm_events_contracts::demo::TENANTS;
     for (_, e) in &events {
-        assert!(e["value"]["TenantId"]
-            .as_str()
-            .unwrap()
-            .starts_with("tenant-"));
+        let tenant = e["value"]["TenantId"].as_str().unwrap();
+        assert!(tenants.iter().any(|(id, _)| *id == tenant), "{e}");
         assert!(e["value"]["Type"].is_string());
+        // They came through the outbox: each carries its row id.
+        assert!(
+            e["headers"]["outbox-id"]
+                .as_str()
+                .unwrap()
+                .parse::<i64>()
+                .is_ok(),
+            "{e}"
+        );
     }
     drop(c);
 
@@ -75,7 +100,7 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
         assert!(Instant::now() < deadline, "run.sh did not stop");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    for p in [port, sidecar_port, redis_port] {
+    for p in ports {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", p)).is_ok() {
             assert!(

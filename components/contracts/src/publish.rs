@@ -237,7 +237,7 @@ WITH lock AS (
            (tenant_id, key, request_path, request_method, status_code, response_body,
             created_at, expires_at, request_fingerprint)
     SELECT $1::text::uuid, $2::text, $6::text, 'POST', 202,
-           json_build_object('ok', true, 'id', fresh.id, 'status', 'accepted')::text,
+           '{"ok":true,"id":' || fresh.id || ',"status":"accepted"}',
            now(), now() + $8::text::bigint * interval '1 second', $7::text
       FROM fresh
     ON CONFLICT (tenant_id, key) DO UPDATE
