@@ -40,8 +40,9 @@ run: build ## Redis, the sidecar (embedded Kafka unless KAFKA_BROKERS is set) an
 clean:
 	$(CARGO) clean
 
-bench: components ## Relay throughput, SSE latency/fan-out, auth cost (release build; see docs/benchmarks.md).
-	$(CARGO) build --release -p crm-events-sidecar -p crm-events-host -p crm-events-bench
+bench: components ## Relay throughput, SSE latency/fan-out, auth cost, outbox (release build; see docs/benchmarks.md).
+	$(CARGO) build --release -p crm-events-sidecar -p crm-events-outbox -p crm-events-host -p crm-events-bench
 	./target/release/crm-events-bench relay
 	./target/release/crm-events-bench sse
 	./target/release/crm-events-bench auth
+	./target/release/crm-events-bench outbox

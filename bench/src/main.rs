@@ -7,12 +7,15 @@
 //!   every event, with the app's memory per client.
 //! * `auth`: what access control costs, auth on vs off in the same run: connection
 //!   setup latency and events delivered per second.
+//! * `outbox`: outbox → Kafka rows/s of the release publisher against raw idempotent
+//!   produce of the same records (the ceiling), and commit → SSE client latency.
 //!
 //! Everything is real: a redis-server, librdkafka's mock cluster (a Kafka-protocol
-//! broker on loopback), the release sidecar and test host binaries, the `.wasm`
+//! broker on loopback), a throwaway PostgreSQL, the release sidecar, publisher and host binaries, the `.wasm`
 //! components. Run it with `make bench`.
 
 mod auth;
+mod outbox;
 mod procs;
 mod relay;
 mod sse;
@@ -34,6 +37,8 @@ enum Command {
     Sse(sse::Args),
     /// Access control's cost: connection setup and delivery, auth on vs off.
     Auth(auth::Args),
+    /// Outbox → Kafka throughput against raw produce; commit → SSE latency.
+    Outbox(outbox::Args),
 }
 
 #[tokio::main]
@@ -42,5 +47,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Relay(a) => relay::run(a).await,
         Command::Sse(a) => sse::run(a).await,
         Command::Auth(a) => auth::run(a).await,
+        Command::Outbox(a) => outbox::run(a).await,
     }
 }

@@ -1,9 +1,11 @@
 //! The release binaries the benchmarks start, and reading a process's memory.
 
 use anyhow::{bail, Context, Result};
+use crm_events_harness::mock_kafka::Kafka;
+use crm_events_harness::postgres::Postgres;
+use crm_events_harness::redis_server::RedisServer;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 /// `target/release/<name>`, which `make bench` builds.
 pub fn binary(name: &str) -> Result<PathBuf> {
@@ -43,6 +45,72 @@ pub fn spawn(name: &str, args: &[&str], env: &[(&str, String)]) -> Result<Proc> 
     ))
 }
 
+/// The release sidecar relaying `kafka`'s topic into `redis`, its ops port on
+/// `port`, with `extra` settings.
+pub fn sidecar(
+    redis: &RedisServer,
+    kafka: &Kafka,
+    port: u16,
+    extra: &[(&str, String)],
+) -> Result<Proc> {
+    let base = [
+        ("REDIS_URL", redis.url()),
+        ("KAFKA_BROKERS", kafka.brokers()),
+        ("KAFKA_TOPIC", kafka.topic.clone()),
+        ("HTTP_LISTEN", format!("127.0.0.1:{port}")),
+    ];
+    spawn("crm-events-sidecar", &[], &[&base[..], extra].concat())
+}
+
+/// The release publisher of `pg`'s outbox into `kafka`'s topic, its ops port on
+/// `port`, with `extra` settings.
+pub fn publisher(
+    pg: &Postgres,
+    kafka: &Kafka,
+    port: u16,
+    extra: &[(&str, String)],
+) -> Result<Proc> {
+    let base = [
+        ("DATABASE_URL", pg.url()),
+        ("KAFKA_BROKERS", kafka.brokers()),
+        ("KAFKA_TOPIC", kafka.topic.clone()),
+        ("HTTP_LISTEN", format!("127.0.0.1:{port}")),
+    ];
+    spawn("crm-events-outbox", &["run"], &[&base[..], extra].concat())
+}
+
+/// Kafka answers a waiting fetch as soon as data arrives; librdkafka's mock broker
+/// holds it to `fetch.wait.max.ms`. 1 ms stands in for Kafka's behaviour.
+pub fn prompt_fetch() -> (&'static str, String) {
+    ("KAFKA_PROP_FETCH_WAIT_MAX_MS", "1".to_string())
+}
+
+/// CPU seconds (user + system) a process has used (`/proc/<pid>/stat`, 100 ticks/s).
+pub fn cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) start past the last ')'.
+    let rest = stat.rsplit(')').next().context("stat")?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks =
+        |i: usize| -> Result<f64> { Ok(fields.get(i).context("stat field")?.parse::<f64>()?) };
+    Ok((ticks(11)? + ticks(12)?) / 100.0)
+}
+
+/// CPU seconds used by every process whose command is `comm` (e.g. the backends
+/// of a PostgreSQL cluster: `postgres`).
+pub fn cpu_seconds_of(comm: &str) -> f64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0.0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
+        })
+        .filter_map(|pid| cpu_seconds(pid).ok())
+        .sum()
+}
+
 /// Resident memory of a process, bytes.
 pub fn rss_bytes(pid: u32) -> Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -68,18 +136,4 @@ pub fn private_bytes(pid: u32) -> Result<u64> {
     Ok(kb * 1024)
 }
 
-/// Polls `check` every 5 ms until true, or fails after `timeout`.
-pub async fn until<F, Fut>(what: &str, timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        if Instant::now() > deadline {
-            bail!("timed out waiting for {what}");
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
-}
+pub use crm_events_harness::wait::until;

@@ -2,7 +2,7 @@
 //! broker into Redis, against raw pipelined `XADD` of the same envelopes into the
 //! same Redis, one pipeline in flight at a time as the relay has one batch in flight.
 
-use crate::procs::{spawn, until, Proc};
+use crate::procs::{until, Proc};
 use anyhow::Result;
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
@@ -162,18 +162,11 @@ async fn raw_xadd(
 }
 
 fn spawn_sidecar(redis: &RedisServer, kafka: &Kafka, a: &Args, metrics_port: u16) -> Result<Proc> {
-    spawn(
-        "crm-events-sidecar",
-        &[],
-        &[
-            ("REDIS_URL", redis.url()),
-            ("KAFKA_BROKERS", kafka.brokers()),
-            ("KAFKA_TOPIC", TOPIC.to_string()),
-            ("BATCH_MAX", a.batch.to_string()),
-            ("STREAM_MAXLEN", a.maxlen.to_string()),
-            ("HTTP_LISTEN", format!("127.0.0.1:{metrics_port}")),
-        ],
-    )
+    let settings = [
+        ("BATCH_MAX", a.batch.to_string()),
+        ("STREAM_MAXLEN", a.maxlen.to_string()),
+    ];
+    crate::procs::sidecar(redis, kafka, metrics_port, &settings)
 }
 
 /// Events the sidecar has written, by its watermarks.

@@ -2,7 +2,7 @@
 //! `sse` component on the release test host (a child process, so its memory is its
 //! own) → SSE clients in this process.
 
-use crate::procs::{private_bytes, rss_bytes, spawn, until, Proc};
+use crate::procs::{private_bytes, prompt_fetch, rss_bytes, spawn, until, Proc};
 use anyhow::{Context, Result};
 use crm_events_harness::app;
 use crm_events_harness::mock_kafka::Kafka;
@@ -163,19 +163,7 @@ impl Pipeline {
         let redis = RedisServer::start()?;
         let kafka = Kafka::start_with_linger(TOPIC, 3, 0);
         let sidecar_port = free_port()?;
-        let sidecar = spawn(
-            "crm-events-sidecar",
-            &[],
-            &[
-                ("REDIS_URL", redis.url()),
-                ("KAFKA_BROKERS", kafka.brokers()),
-                ("KAFKA_TOPIC", TOPIC.to_string()),
-                ("HTTP_LISTEN", format!("127.0.0.1:{sidecar_port}")),
-                // Kafka answers a waiting fetch as soon as data arrives; the mock broker
-                // holds it to fetch.wait.max.ms. 1 ms stands in for Kafka's behaviour.
-                ("KAFKA_PROP_FETCH_WAIT_MAX_MS", "1".to_string()),
-            ],
-        )?;
+        let sidecar = crate::procs::sidecar(&redis, &kafka, sidecar_port, &[prompt_fetch()])?;
         let port = free_port()?;
         let host = spawn(
             "crm-events-host",

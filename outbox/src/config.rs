@@ -35,6 +35,11 @@ pub struct PublisherConfig {
     /// Claims produced but not yet acknowledged, at most (the pipeline's depth).
     #[arg(long, env = "OUTBOX_PIPELINE_DEPTH", default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub pipeline_depth: u64,
+    /// Postgres sessions that mark acknowledged rows published, in turn (the marks
+    /// are the publisher's most expensive statements; more help when the database
+    /// has cores to spare).
+    #[arg(long, env = "OUTBOX_MARK_SESSIONS", default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=16))]
+    pub mark_sessions: u64,
     /// Poll interval when no notification arrives, ms (LISTEN/NOTIFY wakes it at once).
     #[arg(long, env = "OUTBOX_POLL_INTERVAL_MS", default_value_t = outbox::DEFAULT_POLL_INTERVAL_MS, value_parser = clap::value_parser!(u64).range(10..))]
     pub poll_interval_ms: u64,

@@ -2,8 +2,11 @@
 //!
 //! The loop claims the oldest pending rows (id order), produces them at once and
 //! goes on claiming while up to `OUTBOX_PIPELINE_DEPTH` batches wait for Kafka's
-//! acknowledgements; each batch is settled in claim order: acknowledged rows are
-//! marked published, refused ones get `retry_count` and `last_error`.
+//! acknowledgements; each batch is settled in claim order: refused rows get
+//! `retry_count` and `last_error`, and acknowledged ones go to the [`Marker`], which
+//! marks them published on a session of its own, so claiming never waits for the
+//! marks (the `UPDATE` is the most expensive statement of the three). A row stays in
+//! flight, and so out of claims, until it is marked.
 //!
 //! * **Order**: one publisher leads, rows go out in id order, and the idempotent
 //!   producer keeps each partition's order. A refused row *holds its tenant*: that
@@ -34,6 +37,7 @@ use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
 
 /// Why leading ended.
 #[derive(Debug)]
@@ -60,11 +64,90 @@ struct Settled {
     outcomes: Vec<Outcome>,
 }
 
+/// Marks acknowledged rows published on sessions of its own (`OUTBOX_MARK_SESSIONS`
+/// of them, taking batches in turn: the order of marks does not matter).
+pub struct Marker {
+    jobs: Vec<mpsc::UnboundedSender<Vec<Claimed>>>,
+    next: usize,
+    done: mpsc::UnboundedReceiver<Result<Vec<Claimed>, String>>,
+    /// Batches sent and not yet marked.
+    pending: usize,
+}
+
+impl Marker {
+    /// A marker on `sessions` (which need no lease: marking an acknowledged row
+    /// published is always right). Their commits do not wait for the WAL flush: a
+    /// mark a Postgres crash loses only makes the row go out again, and the sidecar
+    /// drops it. (The pipeline bounds how many batches wait here: see `may_claim`.)
+    pub async fn start(sessions: Vec<Session>) -> Result<Self, tokio_postgres::Error> {
+        let (done_tx, done) = mpsc::unbounded_channel();
+        let mut jobs = Vec::with_capacity(sessions.len());
+        for session in sessions {
+            session
+                .client
+                .batch_execute("SET synchronous_commit = off")
+                .await?;
+            let (tx, rx) = mpsc::unbounded_channel::<Vec<Claimed>>();
+            tokio::spawn(mark_loop(session, rx, done_tx.clone()));
+            jobs.push(tx);
+        }
+        Ok(Self {
+            jobs,
+            next: 0,
+            done,
+            pending: 0,
+        })
+    }
+
+    fn mark(&mut self, rows: Vec<Claimed>) -> Result<(), String> {
+        self.pending += 1;
+        self.next = (self.next + 1) % self.jobs.len();
+        self.jobs[self.next]
+            .send(rows)
+            .map_err(|_| "the marker stopped".to_string())
+    }
+
+    /// The next marked batch (pending forever while nothing is being marked).
+    async fn marked(&mut self) -> Result<Vec<Claimed>, String> {
+        if self.pending == 0 {
+            return std::future::pending().await;
+        }
+        let r = self
+            .done
+            .recv()
+            .await
+            .unwrap_or(Err("the marker stopped".into()));
+        self.pending -= 1;
+        r
+    }
+}
+
+/// One marking session: marks each batch it is given and reports it (or its error,
+/// and stops).
+async fn mark_loop(
+    session: Session,
+    mut jobs: mpsc::UnboundedReceiver<Vec<Claimed>>,
+    done: mpsc::UnboundedSender<Result<Vec<Claimed>, String>>,
+) {
+    while let Some(rows) = jobs.recv().await {
+        let ids: Vec<i64> = rows.iter().map(|c| c.row.id).collect();
+        let result = store::mark_published(&session.client, &ids)
+            .await
+            .map(|_| rows)
+            .map_err(|e| e.to_string());
+        let failed = result.is_err();
+        if done.send(result).is_err() || failed {
+            return;
+        }
+    }
+}
+
 /// The leader's state.
 pub struct Pipeline<'a> {
     config: &'a PublisherConfig,
     telemetry: &'a Telemetry,
     session: &'a Session,
+    marker: Marker,
     key_by: KeyBy,
     producer: FutureProducer,
     in_flight: FuturesOrdered<BoxFuture<'static, Settled>>,
@@ -79,17 +162,19 @@ pub struct Pipeline<'a> {
 }
 
 impl<'a> Pipeline<'a> {
-    /// A pipeline on `session`, which holds the lease.
+    /// A pipeline on `session`, which holds the lease, marking through `marker`.
     pub fn new(
         config: &'a PublisherConfig,
         telemetry: &'a Telemetry,
         session: &'a Session,
+        marker: Marker,
         key_by: KeyBy,
     ) -> anyhow::Result<Self> {
         Ok(Self {
             config,
             telemetry,
             session,
+            marker,
             key_by,
             producer: producer::create(&config.kafka)?,
             in_flight: FuturesOrdered::new(),
@@ -121,10 +206,14 @@ impl<'a> Pipeline<'a> {
                 _ = session.ended() => return End::Lost("the Postgres connection ended".into()),
                 Some(settled) = self.in_flight.next(), if !self.in_flight.is_empty() => {
                     if let Err(e) = self.settle(settled).await {
-                        return End::Lost(format!("marking: {e}"));
+                        return End::Lost(format!("settling: {e}"));
                     }
                     self.wake = true;
                 }
+                marked = self.marker.marked() => match marked {
+                    Ok(rows) => self.published(&rows),
+                    Err(e) => return End::Lost(format!("marking: {e}")),
+                },
                 _ = session.notified() => self.wake = true,
                 _ = poll.tick() => self.wake = true,
                 _ = sleep_until(resume_at), if resume_at.is_some() => self.wake = true,
@@ -132,10 +221,13 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Whether to claim now: woken, room in the pipeline, Kafka not paused.
+    /// Whether to claim now: woken, room in the pipeline (batches waiting for their
+    /// acknowledgement, and for their marks), Kafka not paused.
     fn may_claim(&self) -> bool {
+        let depth = self.config.pipeline_depth as usize;
         self.wake
-            && self.in_flight.len() < self.config.pipeline_depth as usize
+            && self.in_flight.len() < depth
+            && self.marker.pending < depth
             && self.kafka_pause.is_none_or(|p| p <= Instant::now())
     }
 
@@ -253,46 +345,52 @@ impl<'a> Pipeline<'a> {
         }
     }
 
-    /// Marks what was acknowledged, records what was refused, and releases the ids.
-    async fn settle(&mut self, s: Settled) -> Result<(), tokio_postgres::Error> {
-        let acked: Vec<&Claimed> = s
-            .rows
-            .iter()
-            .zip(&s.outcomes)
-            .filter(|(_, o)| matches!(o, Outcome::Acked))
-            .map(|(c, _)| c)
-            .collect();
-        let ids: Vec<i64> = acked.iter().map(|c| c.row.id).collect();
-        if !ids.is_empty() {
-            store::mark_published(&self.session.client, &ids).await?;
-            self.observe_published(&acked);
-        }
+    /// Hands what was acknowledged to the marker, records what was refused, and
+    /// releases the ids of everything else.
+    async fn settle(&mut self, s: Settled) -> Result<(), String> {
+        let mut acked = Vec::new();
         let mut kafka_failed = None;
-        for (c, outcome) in s.rows.iter().zip(&s.outcomes) {
+        for (c, outcome) in s.rows.into_iter().zip(s.outcomes) {
             match outcome {
-                Outcome::Failed(Failure::Row(why)) => self.refused(c, why).await?,
-                Outcome::Failed(Failure::Kafka(why)) => kafka_failed = Some(why.clone()),
-                Outcome::Acked | Outcome::HeldBack => {}
+                Outcome::Acked => {
+                    acked.push(c);
+                    continue;
+                }
+                Outcome::Failed(Failure::Row(why)) => {
+                    self.refused(&c, &why).await.map_err(|e| e.to_string())?
+                }
+                Outcome::Failed(Failure::Kafka(why)) => kafka_failed = Some(why),
+                Outcome::HeldBack => {}
             }
+            self.in_flight_ids.remove(&c.row.id);
         }
         match kafka_failed {
             Some(why) => self.pause_for_kafka(&why),
             None => self.kafka_backoff.reset(),
         }
-        for c in &s.rows {
-            self.in_flight_ids.remove(&c.row.id);
+        if !acked.is_empty() {
+            self.observe_acked(&acked);
+            self.marker.mark(acked)?;
         }
         Ok(())
     }
 
-    fn observe_published(&self, acked: &[&Claimed]) {
-        self.telemetry.published.inc_by(acked.len() as u64);
+    /// Kafka acknowledged these: occurred_at → acknowledged.
+    fn observe_acked(&self, acked: &[Claimed]) {
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as i64);
         for c in acked {
             let age = (now_ms - c.row.occurred_at_ms).max(0) as f64 / 1000.0;
             self.telemetry.latency.observe(age);
+        }
+    }
+
+    /// The marker marked these published: they leave the pipeline.
+    fn published(&mut self, rows: &[Claimed]) {
+        self.telemetry.published.inc_by(rows.len() as u64);
+        for c in rows {
+            self.in_flight_ids.remove(&c.row.id);
         }
     }
 
@@ -333,14 +431,21 @@ impl<'a> Pipeline<'a> {
         self.kafka_pause = Some(Instant::now() + delay);
     }
 
-    /// Settles what is in flight, within the shutdown timeout.
+    /// Settles and marks what is in flight, within the shutdown timeout.
     async fn drain(mut self) -> End {
         let timeout = Duration::from_secs(self.config.shutdown_timeout_seconds);
         let deadline = tokio::time::Instant::now() + timeout;
         while let Ok(Some(settled)) = tokio::time::timeout_at(deadline, self.in_flight.next()).await
         {
             if let Err(e) = self.settle(settled).await {
-                return End::Lost(format!("marking at shutdown: {e}"));
+                return End::Lost(format!("settling at shutdown: {e}"));
+            }
+        }
+        while self.marker.pending > 0 {
+            match tokio::time::timeout_at(deadline, self.marker.marked()).await {
+                Ok(Ok(rows)) => self.published(&rows),
+                Ok(Err(e)) => return End::Lost(format!("marking at shutdown: {e}")),
+                Err(_) => break,
             }
         }
         if !self.in_flight.is_empty() {

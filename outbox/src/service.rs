@@ -12,7 +12,7 @@
 
 use crate::config::PublisherConfig;
 use crate::db::{self, Session};
-use crate::pipeline::{End, Pipeline};
+use crate::pipeline::{End, Marker, Pipeline};
 use crate::store;
 use crate::telemetry::{Check, Telemetry};
 use anyhow::{Context, Result};
@@ -107,7 +107,10 @@ async fn lease_loop(
         session.listen().await?;
         telemetry.leader.set(1);
         tracing::info!("leading: publishing the outbox");
-        let end = Pipeline::new(config, telemetry, &session, key_by.clone())?
+        let Some(marker) = start_marker(config, pg, telemetry, shutdown).await else {
+            return Ok(());
+        };
+        let end = Pipeline::new(config, telemetry, &session, marker, key_by.clone())?
             .run(shutdown)
             .await;
         telemetry.leader.set(0);
@@ -121,6 +124,25 @@ async fn lease_loop(
                 telemetry.error("postgres");
                 tracing::warn!(why, "lost the lease; reconnecting");
             }
+        }
+    }
+}
+
+/// The marker and its sessions; `None` when shut down first.
+async fn start_marker(
+    config: &PublisherConfig,
+    pg: &Config,
+    telemetry: &Telemetry,
+    shutdown: &mut Pin<&mut impl Future<Output = ()>>,
+) -> Option<Marker> {
+    loop {
+        let mut sessions = Vec::new();
+        for _ in 0..config.mark_sessions {
+            sessions.push(connect(pg, telemetry, shutdown).await?);
+        }
+        match Marker::start(sessions).await {
+            Ok(m) => return Some(m),
+            Err(e) => tracing::warn!(error = %e, "cannot set up the marking sessions; again"),
         }
     }
 }

@@ -46,7 +46,9 @@ pub struct Claimed {
 
 /// The oldest pending rows, in id order, leaving out rows already in flight and
 /// tenants held back (a row of theirs is waiting to be retried: their later rows
-/// must not overtake it).
+/// must not overtake it). The exclusions are `NOT IN (SELECT unnest(…))`, which
+/// Postgres checks through a hash: `<> ALL(…)` compares every row with every
+/// element, and with thousands in flight the claim took 140 ms instead of 3.
 pub async fn claim(
     client: &Client,
     in_flight: &[i64],
@@ -59,7 +61,8 @@ pub async fn claim(
                     (extract(epoch FROM occurred_at) * 1000)::bigint, COALESCE(retry_count, 0)
                FROM outbox_events
               WHERE published_at IS NULL AND failed_at IS NULL
-                AND id <> ALL($1::bigint[]) AND tenant_id::text <> ALL($2::text[])
+                AND id NOT IN (SELECT unnest($1::bigint[]))
+                AND tenant_id::text NOT IN (SELECT unnest($2::text[]))
               ORDER BY id
               LIMIT $3",
             &[&in_flight, &held_tenants, &limit],

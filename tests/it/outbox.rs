@@ -215,7 +215,7 @@ async fn write_rows(
 async fn ten_thousand_rows_from_eight_writers_arrive_once_and_in_order_through_five_leader_kills() {
     let chain = Chain::start().await;
     let mut client = chain.client().await;
-    let mut publishers = vec![chain.publisher(&[]), chain.publisher(&[])];
+    let mut publishers = [chain.publisher(&[]), chain.publisher(&[])];
     publisher::leader(&[&publishers[0], &publishers[1]], Duration::from_secs(30)).await;
 
     let writers: Vec<_> = (0..8)
@@ -262,27 +262,6 @@ async fn ten_thousand_rows_from_eight_writers_arrive_once_and_in_order_through_f
     eprintln!("re-sent records the sidecar dropped across 5 kills: {dropped}");
 }
 
-/// Waits until `check` holds for `publisher`'s `/readyz` (panics after `timeout`).
-async fn wait_ready(
-    p: &Sidecar,
-    timeout: Duration,
-    check: impl Fn(u16, &serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some((status, body)) = p.readiness().await {
-            if check(status, &body) {
-                return body;
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "readiness never matched"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_graceful_handover_publishes_nothing_twice() {
     let chain = Chain::start().await;
@@ -290,7 +269,7 @@ async fn a_graceful_handover_publishes_nothing_twice() {
     let mut a = chain.publisher(&[]);
     publisher::leader(&[&a], Duration::from_secs(30)).await;
     let b = chain.publisher(&[]);
-    let body = wait_ready(&b, Duration::from_secs(30), |s, _| s == 200).await;
+    let body = b.wait_ready(Duration::from_secs(30), |s, _| s == 200).await;
     assert_eq!(body["checks"]["role"], "standby");
     let url = chain.pg.url();
     let writer = tokio::spawn(async move {
@@ -347,19 +326,9 @@ async fn rows_sent_again_after_their_ack_reach_the_stream_once() {
         .await
         .unwrap();
     wait_published(&db, Duration::from_secs(30), |n| n == 50).await;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while chain
-        .sidecar
-        .metric("crm_events_sidecar_duplicates_dropped_total")
-        .await
-        != Some(20.0)
-    {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the sidecar never dropped the 20 copies"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let dropped = "crm_events_sidecar_duplicates_dropped_total";
+    let t = Duration::from_secs(30);
+    chain.sidecar.wait_metric(dropped, 20.0, t).await;
     assert_eq!(chain.stream_len(), 50);
     // The client sees nothing more: a new row is the next event it gets.
     let next = write_rows(&mut db, &[tenant(1)], 1, 51, Duration::ZERO).await;
@@ -379,14 +348,14 @@ async fn kafka_unavailable_for_a_while_loses_nothing() {
     chain.kafka.cluster.broker_down(1).unwrap();
     ids.extend(write_rows(&mut db, &[tenant(1), tenant(2)], 300, 151, Duration::ZERO).await);
     // While Kafka is away the rows wait in the outbox and readiness says why.
-    let body = wait_ready(&p, Duration::from_secs(30), |s, _| s == 503).await;
+    let body = p.wait_ready(Duration::from_secs(30), |s, _| s == 503).await;
     assert_ne!(body["checks"]["kafka"], "ok");
     assert_eq!(common::outbox::published(&db).await, 300);
     chain.kafka.cluster.broker_up(1).unwrap();
     wait_published(&db, Duration::from_secs(60), |n| n == 600).await;
     seen.extend(collect(&mut client, 300, Duration::from_secs(60)).await);
     assert_once_and_in_order(&seen, &ids);
-    wait_ready(&p, Duration::from_secs(30), |s, _| s == 200).await;
+    p.wait_ready(Duration::from_secs(30), |s, _| s == 200).await;
 }
 
 #[tokio::test]
@@ -398,7 +367,7 @@ async fn a_postgres_restart_is_waited_out() {
     let mut ids = write_rows(&mut db, &[tenant(1)], 200, 1, Duration::ZERO).await;
     wait_published(&db, Duration::from_secs(30), |n| n == 200).await;
     chain.pg.stop();
-    let body = wait_ready(&p, Duration::from_secs(30), |s, _| s == 503).await;
+    let body = p.wait_ready(Duration::from_secs(30), |s, _| s == 503).await;
     assert_ne!(body["checks"]["postgres"], "ok");
     chain.pg.restart().unwrap();
     let mut db = chain.pg.client().await.unwrap();
@@ -406,7 +375,7 @@ async fn a_postgres_restart_is_waited_out() {
     wait_published(&db, Duration::from_secs(60), |n| n == 400).await;
     let seen = collect(&mut client, 400, Duration::from_secs(60)).await;
     assert_once_and_in_order(&seen, &ids);
-    wait_ready(&p, Duration::from_secs(30), |s, b| {
+    p.wait_ready(Duration::from_secs(30), |s, b| {
         s == 200 && b["checks"]["role"] == "leader"
     })
     .await;
@@ -470,14 +439,8 @@ async fn a_poison_row_ends_failed_while_the_rest_flow_and_can_be_requeued() {
         row.get::<_, bool>(4),
         "the later row was published only after the poison row failed"
     );
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while p.metric("crm_events_outbox_failed_rows").await != Some(1.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "failed_rows never showed 1"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let t = Duration::from_secs(20);
+    p.wait_metric("crm_events_outbox_failed_rows", 1.0, t).await;
     assert_eq!(p.metric("crm_events_outbox_failed_total").await, Some(1.0));
     assert_eq!(
         p.metric(r#"crm_events_outbox_errors_total{kind="row"}"#)
@@ -498,14 +461,9 @@ async fn a_poison_row_ends_failed_while_the_rest_flow_and_can_be_requeued() {
         &[],
     );
     assert_eq!(out.trim(), r#"{"requeued":1}"#);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    while p.metric("crm_events_outbox_failed_total").await != Some(2.0) {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the requeued row was not tried again"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // The re-queued row is tried again (and fails again: it is still too large).
+    p.wait_metric("crm_events_outbox_failed_total", 2.0, t)
+        .await;
 }
 
 #[tokio::test]

@@ -10,6 +10,7 @@
 //! * [`tokens`]: test keys of each algorithm and the tokens they sign.
 //! * [`tools`]: external tools a test needs (promtool, docker compose), found or
 //!   reported missing by name.
+//! * [`wait`]: polling for a condition with a deadline.
 
 pub mod app;
 pub mod mock_kafka;
@@ -18,3 +19,4 @@ pub mod redis_server;
 pub mod sse_client;
 pub mod tokens;
 pub mod tools;
+pub mod wait;

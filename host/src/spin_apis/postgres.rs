@@ -14,6 +14,10 @@
 //! ways, and NULL parameters; other types come back `unsupported` (with their raw
 //! bytes), and other parameter kinds are `bad-parameter`. The README lists this.
 
+// The interface's error type is what the WIT defines (its structured database
+// error makes it large); the functions here return it as it is.
+#![allow(clippy::result_large_err)]
+
 use super::address_allowed;
 use super::spin::postgres::postgres::{
     self as wit, Column, DbDataType, DbError, DbValue, Error as PgError, ParameterValue,
@@ -163,6 +167,14 @@ fn bind(p: ParameterValue) -> Result<Param, PgError> {
     })
 }
 
+fn bind_all(params: Vec<ParameterValue>) -> Result<Vec<Param>, PgError> {
+    params.into_iter().map(bind).collect()
+}
+
+fn as_refs(params: &[Param]) -> Vec<&(dyn ToSql + Sync)> {
+    params.iter().map(|p| p.as_ref() as _).collect()
+}
+
 fn data_type(t: &Type) -> DbDataType {
     match *t {
         Type::BOOL => DbDataType::Boolean,
@@ -264,12 +276,12 @@ impl wit::HostConnection for InstanceState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<RowSet, PgError>> {
-        let params = match params.into_iter().map(bind).collect::<Result<Vec<_>, _>>() {
+        let params = match bind_all(params) {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
         let client = &self.table.get(&c)?.client;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
+        let refs = as_refs(&params);
         let prepared = match client.prepare(&statement).await {
             Ok(s) => s,
             Err(e) => return Ok(Err(query_failed(e))),
@@ -286,14 +298,13 @@ impl wit::HostConnection for InstanceState {
         statement: String,
         params: Vec<ParameterValue>,
     ) -> wasmtime::Result<Result<u64, PgError>> {
-        let params = match params.into_iter().map(bind).collect::<Result<Vec<_>, _>>() {
+        let params = match bind_all(params) {
             Ok(p) => p,
             Err(e) => return Ok(Err(e)),
         };
         let client = &self.table.get(&c)?.client;
-        let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p.as_ref() as _).collect();
         Ok(client
-            .execute(statement.as_str(), &refs)
+            .execute(statement.as_str(), &as_refs(&params))
             .await
             .map_err(query_failed))
     }

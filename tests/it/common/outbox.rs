@@ -49,24 +49,21 @@ pub async fn published(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-/// Waits until `check` holds for the count of published rows.
+/// Waits until `check` holds for the count of published rows; returns it.
 pub async fn wait_published(
     client: &tokio_postgres::Client,
     timeout: Duration,
     check: impl Fn(i64) -> bool,
 ) -> i64 {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        let n = published(client).await;
-        if check(n) {
-            return n;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "published rows stuck at {n}"
-        );
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let seen = std::cell::Cell::new(0);
+    let what = "the published rows to reach the expected count";
+    crm_events_harness::wait::until(what, timeout, || async {
+        seen.set(published(client).await);
+        check(seen.get())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e} (stuck at {})", seen.get()));
+    seen.get()
 }
 
 /// A tenant id of the tests (UUIDs, as the outbox requires).

@@ -28,16 +28,19 @@ pub async fn is_leader(publisher: &Native) -> bool {
 
 /// The index of the publisher that leads, once one does (panics after `timeout`).
 pub async fn leader(publishers: &[&Native], timeout: Duration) -> usize {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
+    let found = std::cell::Cell::new(0);
+    crm_events_harness::wait::until("a publisher to lead", timeout, || async {
         for (i, p) in publishers.iter().enumerate() {
             if is_leader(p).await {
-                return i;
+                found.set(i);
+                return true;
             }
         }
-        assert!(tokio::time::Instant::now() < deadline, "no publisher leads");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        false
+    })
+    .await
+    .unwrap();
+    found.get()
 }
 
 /// Runs `crm-events-outbox <args>` to completion; returns stdout (panics on failure).

@@ -90,6 +90,37 @@ impl Native {
         Some((status, r.json().await.ok()?))
     }
 
+    /// Waits until the series `series` in `/metrics` reads `value` (panics after `timeout`).
+    pub async fn wait_metric(&self, series: &str, value: f64, timeout: Duration) {
+        let what = format!("{series} to read {value}");
+        crm_events_harness::wait::until(&what, timeout, || async {
+            self.metric(series).await == Some(value)
+        })
+        .await
+        .unwrap();
+    }
+
+    /// Waits until `check` holds for `/readyz`; returns its body (panics after `timeout`).
+    pub async fn wait_ready(
+        &self,
+        timeout: Duration,
+        check: impl Fn(u16, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let matched = std::cell::RefCell::new(serde_json::Value::Null);
+        crm_events_harness::wait::until("the expected /readyz", timeout, || async {
+            match self.readiness().await {
+                Some((status, body)) if check(status, &body) => {
+                    *matched.borrow_mut() = body;
+                    true
+                }
+                _ => false,
+            }
+        })
+        .await
+        .unwrap();
+        matched.into_inner()
+    }
+
     /// The value of the series `series` (`name` or `name{labels}`) in `/metrics`.
     pub async fn metric(&self, series: &str) -> Option<f64> {
         let text = super::get_text(&format!("{}/metrics", self.http)).await;
