@@ -21,6 +21,13 @@
 # Ports (each checked free before anything starts): PORT (app, 3000), SIDECAR_PORT
 # (9090), PUBLISHER_PORT (9094), REDIS_PORT (6390), PG_PORT (5439).
 set -euo pipefail
+# Started in the background from a script (`bash scripts/run.sh &`), bash begins with
+# SIGINT ignored and could not trap it: start again with its default disposition, so
+# Ctrl-C and `kill -INT` stop everything as SIGTERM does.
+if [ -z "${CRM_EVENTS_RUN_SIGNALS:-}" ]; then
+  export CRM_EVENTS_RUN_SIGNALS=1
+  exec env --default-signal=INT "$BASH" "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 
 PORT=${PORT:-3000}
@@ -37,12 +44,25 @@ pg_ctl_bin=""
 pg_data=""
 as_postgres=()
 
-# Stops everything, children first (a closed stdout must not keep them alive), then
-# says so if it still can.
+# Stops one child: SIGTERM, then SIGKILL if it has not exited within 15 s.
+stop_one() {
+  local pid=$1
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for _ in $(seq 1 150); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+
+# Stops everything, newest first (the app and the demo before the publisher, the
+# publisher before the sidecar whose embedded broker it talks to), before saying
+# anything (a closed stdout must not keep them alive).
 stop() {
   trap - EXIT INT TERM
-  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
+  local i
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_one "${pids[$i]}"; done
   if [ -n "$pg_data" ]; then
     "${as_postgres[@]}" "$pg_ctl_bin" -D "$pg_data" -m fast -w stop >/dev/null 2>&1 || true
   fi
@@ -52,6 +72,8 @@ stop() {
 trap stop EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# A closed stdout (`make run | head`) must not kill the script before it stops the rest.
+trap '' PIPE
 
 say() { echo "run: $*" 2>/dev/null || true; }
 fail() { say "$*"; exit 1; }

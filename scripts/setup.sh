@@ -6,7 +6,8 @@
 #   the wasm32-wasip2 target; promtool alone, unpacked from Debian's prometheus
 #   package into target/tools/bin (installing the package would start a Prometheus
 #   server on :9090, the sidecar's port);
-#   with --test also Chromium, Node.js and playwright-core for the browser test;
+#   with --test also Chromium, Node.js (20 or newer) and playwright-core for the
+#   browser test;
 #   with --lint also cargo-machete (unused dependencies).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
@@ -79,6 +80,14 @@ fi
 if [ "${1:-}" = "--test" ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
   echo "setup: installing playwright-core (tests/browser)"
   npm ci --prefix tests/browser --no-audit --no-fund
+fi
+
+# playwright-core needs Node.js 20 or newer; Debian 12's nodejs is 18. An older one
+# gets Node 20 from the npm registry (the `node` package) beside playwright-core.
+node_major=$(node --version 2>/dev/null | sed -n 's/^v\([0-9]*\).*/\1/p')
+if [ "${1:-}" = "--test" ] && [ "${node_major:-0}" -lt 20 ] && [ ! -x tests/browser/node_modules/.bin/node ]; then
+  echo "setup: Node.js $(node --version 2>/dev/null) is older than 20: installing node@20 into tests/browser"
+  npm install --prefix tests/browser --no-save --no-audit --no-fund node@20
 fi
 
 if [ "${1:-}" = "--lint" ] && ! cargo machete --version >/dev/null 2>&1; then

@@ -160,6 +160,13 @@ impl Host {
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
         let path = req.uri().path().to_string();
+        if req.uri().authority().is_none() && !req.headers().contains_key(hyper::header::HOST) {
+            // HTTP/1.1 requires Host; without it there is no URL to hand the component.
+            return json(
+                400,
+                r#"{"ok":false,"error":"bad_request","message":"the request has no Host header"}"#,
+            );
+        }
         let Some((route, loaded)) = self
             .manifest
             .route_match(&path)
@@ -367,12 +374,20 @@ fn compile_cached(
 }
 
 fn plain(status: u16, text: &'static str) -> HostResponse {
+    whole(status, "text/plain", text)
+}
+
+fn json(status: u16, body: &'static str) -> HostResponse {
+    whole(status, "application/json", body)
+}
+
+fn whole(status: u16, content_type: &'static str, text: &'static str) -> HostResponse {
     let body = Full::new(Bytes::from_static(text.as_bytes()))
         .map_err(|never| match never {})
         .boxed_unsync();
     hyper::Response::builder()
         .status(status)
-        .header("content-type", "text/plain")
+        .header("content-type", content_type)
         .body(body)
         .expect("static response")
 }

@@ -56,6 +56,28 @@ async fn unknown_paths_are_json_404_and_wrong_methods_405() {
     }
 }
 
+/// HTTP/1.0 allows leaving Host out; there is no URL then: 400 JSON, not a 500.
+#[tokio::test]
+async fn a_request_without_a_host_header_is_400_json() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let redis = RedisServer::start().unwrap();
+    let app = App::start(&redis, &[]).await;
+    let addr = app.base.trim_start_matches("http://");
+    let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET / HTTP/1.0\r\n\r\n").await.unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).await.unwrap();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.0 400"), "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/json"),
+        "{head}"
+    );
+    let body: serde_json::Value = serde_json::from_str(body).unwrap();
+    assert_eq!(body["error"], "bad_request");
+}
+
 #[tokio::test]
 async fn healthz_is_ok_and_does_not_need_redis() {
     let mut redis = RedisServer::start().unwrap();

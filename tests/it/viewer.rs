@@ -86,7 +86,7 @@ fn viewer_page_in_headless_chromium() {
 
     let out_dir = common::root().join("target/screenshots");
     std::fs::create_dir_all(&out_dir).unwrap();
-    let mut node = Command::new("node")
+    let mut node = Command::new(node_binary(&browser_dir))
         .arg(browser_dir.join("viewer.mjs"))
         .current_dir(&browser_dir)
         .env("BASE_URL", format!("http://127.0.0.1:{port}"))
@@ -157,4 +157,29 @@ fn viewer_page_in_headless_chromium() {
         None => panic!("viewer.mjs ended without a verdict"),
     }
     assert!(out_dir.join("viewer.png").exists());
+}
+
+/// Node.js for playwright-core (20 or newer): the one `scripts/setup.sh` installs
+/// into `tests/browser` when the machine's is older, else the machine's.
+fn node_binary(browser_dir: &std::path::Path) -> std::path::PathBuf {
+    let local = browser_dir.join("node_modules/.bin/node");
+    let node = if local.exists() { local } else { "node".into() };
+    let version = Command::new(&node)
+        .arg("--version")
+        .output()
+        .expect("Node.js is required for the viewer test (scripts/setup.sh --test installs it)");
+    let version = String::from_utf8_lossy(&version.stdout);
+    let major: u32 = version
+        .trim()
+        .trim_start_matches('v')
+        .split('.')
+        .next()
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        major >= 20,
+        "{} is Node.js {version}; playwright-core needs 20 or newer (scripts/setup.sh --test installs one)",
+        node.display()
+    );
+    node
 }

@@ -110,7 +110,7 @@ impl Postgres {
                 "--no-sync",
             ],
         )?;
-        pg.restart()?;
+        pg.first_start()?;
         pg.psql("postgres", &format!("CREATE ROLE {USER} LOGIN"))?;
         pg.psql(
             "postgres",
@@ -161,6 +161,27 @@ impl Postgres {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// Starts the server the first time, on another free port if the chosen one was
+    /// taken in the meantime (the port is picked before the server binds it).
+    fn first_start(&mut self) -> Result<()> {
+        let mut last = None;
+        for _ in 0..3 {
+            match self.restart() {
+                Ok(()) => return Ok(()),
+                Err(e) => last = Some(e),
+            }
+            self.port = crate::redis_server::free_port()?;
+        }
+        Err(last.expect("three attempts"))
+    }
+
+    /// The last lines of the server's log (what `pg_ctl` only points at).
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(5)..].join("\n")
+    }
+
     /// Starts the server (again) on the same port and data; returns once it accepts
     /// connections (`pg_ctl -w`).
     pub fn restart(&mut self) -> Result<()> {
@@ -172,12 +193,15 @@ impl Postgres {
         );
         let data = self.data_dir();
         let log = self.dir.join("server.log").to_string_lossy().into_owned();
-        self.run(
+        let started = self.run(
             "pg_ctl",
             &[
                 "-D", &data, "-l", &log, "-w", "-t", "60", "-o", &options, "start",
             ],
-        )?;
+        );
+        if let Err(e) = started {
+            bail!("{e:#}\nserver log:\n{}", self.log_tail());
+        }
         self.running = true;
         Ok(())
     }

@@ -47,7 +47,10 @@ pub fn decide(info: &StreamInfo, resume: Resume) -> Start {
             gap: None,
         },
         Resume::Since(ms) => {
-            let after = StreamId::just_before_time(ms);
+            // A time after the newest entry (a clock ahead, a typo) means "what comes
+            // from now on": starting there would hand out a position the next
+            // reconnect reads as "the stream is behind me" and replay everything.
+            let after = StreamId::just_before_time(ms).min(info.last_generated_id);
             Start {
                 after,
                 gap: trimmed_after(after)
@@ -78,6 +81,15 @@ mod tests {
     fn gap_reason(s: &Start) -> Option<String> {
         let v: serde_json::Value = serde_json::from_str(s.gap.as_ref()?).unwrap();
         Some(v["reason"].as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn a_since_in_the_future_starts_at_the_newest_entry() {
+        let i = info((50, 2), Some((10, 0)), None);
+        let s = decide(&i, Resume::Since(10_000));
+        assert_eq!((s.after, s.gap), (StreamId::new(50, 2), None));
+        let past = decide(&i, Resume::Since(20));
+        assert_eq!(past.after, StreamId::just_before_time(20));
     }
 
     #[test]
