@@ -57,6 +57,9 @@ impl Event {
 pub struct Batch {
     /// The events.
     pub events: Vec<Event>,
+    /// How many rewinds the consumer had done when it read them: a batch read before
+    /// the latest rewind is dropped (its events are read again).
+    pub generation: u64,
 }
 
 impl Batch {
@@ -64,6 +67,7 @@ impl Batch {
     pub fn with_capacity(n: usize) -> Self {
         Self {
             events: Vec::with_capacity(n),
+            generation: 0,
         }
     }
 
@@ -106,6 +110,7 @@ mod tests {
     fn last_offsets_per_partition() {
         let b = Batch {
             events: vec![ev(0, 5), ev(1, 2), ev(0, 6), ev(2, 9)],
+            generation: 0,
         };
         let last = b.last_offsets();
         assert_eq!(last[&0], 6);

@@ -6,7 +6,10 @@
 //! behind and would re-read events the stream already has. (The write script skips
 //! those anyway; starting at the watermark just avoids reading them.) A partition
 //! with no watermark starts where the group's committed offset or
-//! `auto.offset.reset` says.
+//! `auto.offset.reset` says — unless the group did commit an offset: then the events
+//! before it were in a stream Redis no longer has, so the partition starts
+//! `STREAM_MAXLEN` offsets before it (all the stream can have held) and the writer is
+//! told to start a new epoch ([`crate::continuity`]).
 
 use crate::telemetry::Telemetry;
 use crm_events_contracts::keys::Keys;
@@ -19,6 +22,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The consumer type the relay uses.
@@ -29,6 +33,10 @@ pub struct RelayContext {
     redis: redis::Client,
     keys: Keys,
     telemetry: Arc<Telemetry>,
+    /// The stream's length limit (how far back a lost stream reached).
+    maxlen: u64,
+    /// Set when a partition's stream is found gone at assignment.
+    lost_at_start: Arc<AtomicBool>,
 }
 
 impl ClientContext for RelayContext {
@@ -66,7 +74,7 @@ impl ConsumerContext for RelayContext {
         );
         let result = match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                self.start_at_watermarks(tpl);
+                self.start_at_watermarks(consumer, tpl);
                 let r = if cooperative {
                     consumer.incremental_assign(tpl)
                 } else {
@@ -97,8 +105,9 @@ impl ConsumerContext for RelayContext {
 }
 
 impl RelayContext {
-    /// Sets each partition's start offset to its watermark + 1, where there is one.
-    fn start_at_watermarks(&self, tpl: &mut TopicPartitionList) {
+    /// Sets each partition's start offset to its watermark + 1, where there is one
+    /// (and, where there is none but a committed offset, `maxlen` before that).
+    fn start_at_watermarks(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let fields: Vec<(String, i32, String)> = tpl
             .elements()
             .iter()
@@ -124,15 +133,14 @@ impl RelayContext {
             });
         match marks {
             Ok(marks) => {
+                let mut missing = Vec::new();
                 for ((topic, partition, _), mark) in fields.iter().zip(marks) {
-                    if let Some(mark) = mark {
-                        if let Err(e) =
-                            tpl.set_partition_offset(topic, *partition, Offset::Offset(mark + 1))
-                        {
-                            tracing::warn!(error = %e, partition, "cannot set start offset");
-                        }
+                    match mark {
+                        Some(mark) => set_start(tpl, topic, *partition, mark + 1),
+                        None => missing.push((topic.clone(), *partition)),
                     }
                 }
+                self.start_lost_streams(consumer, tpl, &missing);
             }
             // The write script still skips what the stream has; only re-reading is
             // not avoided.
@@ -143,6 +151,53 @@ impl RelayContext {
     }
 }
 
+impl RelayContext {
+    /// Partitions without a watermark whose group committed an offset: their stream
+    /// is gone (Redis lost it). They start `maxlen` offsets before the commit, and the
+    /// writer starts a new epoch.
+    fn start_lost_streams(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        tpl: &mut TopicPartitionList,
+        missing: &[(String, i32)],
+    ) {
+        if missing.is_empty() {
+            return;
+        }
+        let mut ask = TopicPartitionList::new();
+        for (topic, p) in missing {
+            ask.add_partition(topic, *p);
+        }
+        let Ok(committed) = consumer.committed_offsets(ask, std::time::Duration::from_secs(5))
+        else {
+            return;
+        };
+        for e in committed.elements() {
+            if let Offset::Offset(c) = e.offset() {
+                let from = if self.maxlen == 0 {
+                    0
+                } else {
+                    (c - self.maxlen as i64).max(0)
+                };
+                tracing::warn!(
+                    partition = e.partition(),
+                    committed = c,
+                    from,
+                    "no watermark but a committed offset: the stream was lost, reading again"
+                );
+                set_start(tpl, e.topic(), e.partition(), from);
+                self.lost_at_start.store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, offset: i64) {
+    if let Err(e) = tpl.set_partition_offset(topic, partition, Offset::Offset(offset)) {
+        tracing::warn!(error = %e, partition, "cannot set start offset");
+    }
+}
+
 fn partition_list(tpl: &TopicPartitionList) -> Vec<(i32, Offset)> {
     tpl.elements()
         .iter()
@@ -150,13 +205,30 @@ fn partition_list(tpl: &TopicPartitionList) -> Vec<(i32, Offset)> {
         .collect()
 }
 
+/// What the consumer's rebalance needs besides the properties.
+pub struct Setup {
+    /// Redis (for the watermarks).
+    pub redis_url: String,
+    /// The key names.
+    pub keys: Keys,
+    /// Metrics and health.
+    pub telemetry: Arc<Telemetry>,
+    /// `STREAM_MAXLEN`.
+    pub maxlen: u64,
+    /// Shared with the writer: a stream found gone at assignment.
+    pub lost_at_start: Arc<AtomicBool>,
+}
+
 /// Creates the consumer (not yet subscribed).
-pub fn create(
-    properties: &[(String, String)],
-    redis_url: &str,
-    keys: Keys,
-    telemetry: Arc<Telemetry>,
-) -> KafkaResult<RelayConsumer> {
+pub fn create(properties: &[(String, String)], setup: Setup) -> KafkaResult<RelayConsumer> {
+    let Setup {
+        redis_url,
+        keys,
+        telemetry,
+        maxlen,
+        lost_at_start,
+    } = setup;
+    let redis_url = redis_url.as_str();
     let mut config = ClientConfig::new();
     for (k, v) in properties {
         config.set(k, v);
@@ -167,5 +239,7 @@ pub fn create(
         redis,
         keys,
         telemetry,
+        maxlen,
+        lost_at_start,
     })
 }

@@ -14,6 +14,7 @@
 //!   Redis watermark on assignment).
 //! * [`batch`]: turning records into envelopes and batches.
 //! * [`writer`]: the atomic, idempotent batch write (WATCH + MULTI/EXEC) with retry.
+//! * [`continuity`]: the stream's epoch, and finding out that Redis lost data.
 //! * [`relay`]: the pipeline that ties them together, and graceful shutdown.
 //! * [`telemetry`]: Prometheus metrics, the heartbeat and the metrics mirror in Redis.
 //! * [`demo`]: the embedded broker and demo producer of `make run`, and `produce`.
@@ -25,6 +26,7 @@
 pub mod batch;
 pub mod config;
 pub mod consumer;
+pub mod continuity;
 pub mod demo;
 pub mod relay;
 pub mod telemetry;

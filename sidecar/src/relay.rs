@@ -15,8 +15,9 @@
 use crate::batch::{Batch, Event};
 use crate::config::RelayConfig;
 use crate::consumer::{self, RelayConsumer};
+use crate::continuity::Continuity;
 use crate::telemetry::Telemetry;
-use crate::writer::{self, Writer};
+use crate::writer::{self, Outcome, Writer};
 use anyhow::{Context, Result};
 use crm_events_contracts::keys::Keys;
 use crm_events_native::logging::redact_url;
@@ -24,7 +25,9 @@ use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::message::BorrowedMessage;
 use rdkafka::{Offset, TopicPartitionList};
 use redis::aio::ConnectionManager;
+use std::collections::BTreeMap;
 use std::future::Future;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
@@ -47,7 +50,8 @@ pub async fn run(
     };
     telemetry.set_redis_ok(true);
     tracing::info!(redis = %redact_url(&config.redis_url), "connected to Redis");
-    let consumer = subscribe(&config, &keys, &telemetry)?;
+    let lost_at_start = Arc::new(AtomicBool::new(false));
+    let consumer = subscribe(&config, &keys, &telemetry, &lost_at_start)?;
 
     let (stop_heartbeat, stop_rx) = watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat_loop(
@@ -59,9 +63,33 @@ pub async fn run(
     ));
     let give_up_at = GiveUpAt::default();
     let (tx, rx) = mpsc::channel::<Batch>(2);
-    let writer = spawn_writer(&config, keys, &consumer, &telemetry, rx, &give_up_at).await?;
+    let (rewind_tx, rewind_rx) = mpsc::unbounded_channel::<Rewind>();
+    let writer = Writer::new(
+        keys,
+        &config.kafka.topic,
+        config.stream_maxlen,
+        config.outbox_dedup_window,
+        Continuity::new(config.stream_maxlen, lost_at_start),
+    );
+    let channels = (rx, rewind_tx);
+    let writer = spawn_writer(
+        &config,
+        writer,
+        &consumer,
+        &telemetry,
+        channels,
+        &give_up_at,
+    )
+    .await?;
 
-    let pending = consume(&config, &consumer, &telemetry, &tx, &mut shutdown).await;
+    let pending = consume(
+        &config,
+        &consumer,
+        &telemetry,
+        (&tx, rewind_rx),
+        &mut shutdown,
+    )
+    .await;
 
     let timeout = Duration::from_secs(config.shutdown_timeout_seconds);
     *give_up_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + timeout);
@@ -83,14 +111,17 @@ fn subscribe(
     config: &RelayConfig,
     keys: &Keys,
     telemetry: &Arc<Telemetry>,
+    lost_at_start: &Arc<AtomicBool>,
 ) -> Result<Arc<RelayConsumer>> {
-    let consumer = consumer::create(
-        &config.kafka_properties(),
-        &config.redis_url,
-        keys.clone(),
-        telemetry.clone(),
-    )
-    .context("creating the Kafka consumer")?;
+    let setup = consumer::Setup {
+        redis_url: config.redis_url.clone(),
+        keys: keys.clone(),
+        telemetry: telemetry.clone(),
+        maxlen: config.stream_maxlen,
+        lost_at_start: lost_at_start.clone(),
+    };
+    let consumer = consumer::create(&config.kafka_properties(), setup)
+        .context("creating the Kafka consumer")?;
     consumer
         .subscribe(&[&config.kafka.topic])
         .with_context(|| format!("subscribing to {}", config.kafka.topic))?;
@@ -101,21 +132,15 @@ fn subscribe(
 /// Starts the writer task on a connection of its own (`WATCH` is per connection).
 async fn spawn_writer(
     config: &RelayConfig,
-    keys: Keys,
+    writer: Writer,
     consumer: &Arc<RelayConsumer>,
     telemetry: &Arc<Telemetry>,
-    rx: mpsc::Receiver<Batch>,
+    channels: (mpsc::Receiver<Batch>, mpsc::UnboundedSender<Rewind>),
     give_up_at: &GiveUpAt,
 ) -> Result<JoinHandle<Result<()>>> {
     let conn = writer::connect(&config.redis_url, None).await?;
-    let writer = Writer::new(
-        keys,
-        &config.kafka.topic,
-        config.stream_maxlen,
-        config.outbox_dedup_window,
-    );
     Ok(tokio::spawn(write_loop(
-        rx,
+        channels,
         conn,
         consumer.clone(),
         writer,
@@ -124,12 +149,31 @@ async fn spawn_writer(
     )))
 }
 
+/// The writer found that Redis lost data: the consumer reads again from these
+/// offsets, and every batch read before (an older generation) is dropped.
+#[derive(Debug)]
+struct Rewind {
+    generation: u64,
+    offsets: BTreeMap<i32, i64>,
+}
+
+/// Seeks the consumer's partitions back (a partition no longer assigned here is
+/// someone else's to rewind).
+fn seek_back(consumer: &RelayConsumer, topic: &str, offsets: &BTreeMap<i32, i64>) {
+    for (p, o) in offsets {
+        if let Err(e) = consumer.seek(topic, *p, Offset::Offset(*o), Duration::from_secs(5)) {
+            tracing::warn!(partition = p, offset = o, error = %e, "cannot rewind the partition");
+        }
+    }
+}
+
 /// The batch being filled, and when it must go.
 struct Batcher {
     batch: Batch,
     max: usize,
     linger: Duration,
     deadline: Option<tokio::time::Instant>,
+    generation: u64,
 }
 
 impl Batcher {
@@ -139,7 +183,14 @@ impl Batcher {
             max,
             linger,
             deadline: None,
+            generation: 0,
         }
+    }
+
+    /// Drops what was read so far: the consumer was rewound (a new generation).
+    fn discard(&mut self, generation: u64) {
+        self.take();
+        self.generation = generation;
     }
 
     /// Adds an event; returns the batch when it is full.
@@ -154,7 +205,9 @@ impl Batcher {
     /// The batch so far, leaving an empty one.
     fn take(&mut self) -> Batch {
         self.deadline = None;
-        std::mem::replace(&mut self.batch, Batch::with_capacity(self.max))
+        let mut batch = std::mem::replace(&mut self.batch, Batch::with_capacity(self.max));
+        batch.generation = self.generation;
+        batch
     }
 }
 
@@ -169,7 +222,7 @@ async fn consume(
     config: &RelayConfig,
     consumer: &RelayConsumer,
     telemetry: &Telemetry,
-    tx: &mpsc::Sender<Batch>,
+    (tx, mut rewinds): (&mpsc::Sender<Batch>, mpsc::UnboundedReceiver<Rewind>),
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Pending {
     let mut batcher = Batcher::new(config.batch_max as usize, config.linger());
@@ -177,6 +230,11 @@ async fn consume(
         let full = tokio::select! {
             biased;
             _ = shutdown.as_mut() => break,
+            Some(r) = rewinds.recv() => {
+                seek_back(consumer, &config.kafka.topic, &r.offsets);
+                batcher.discard(r.generation);
+                None
+            }
             _ = sleep_until(batcher.deadline), if batcher.deadline.is_some() => Some(batcher.take()),
             msg = consumer.recv() => match msg {
                 Ok(m) => batcher.push(received(&m, telemetry, config.max_value_bytes)),
@@ -246,29 +304,55 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+/// How often an idle writer checks that Redis still holds what it wrote.
+const CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// Writes each batch, then commits its offsets: only then may Kafka forget them.
+/// Between batches it checks every [`CHECK_EVERY`] that Redis kept what it wrote;
+/// when Redis lost data (a new epoch), it has the consumer rewind.
 async fn write_loop(
-    mut rx: mpsc::Receiver<Batch>,
+    (mut rx, rewinds): (mpsc::Receiver<Batch>, mpsc::UnboundedSender<Rewind>),
     mut conn: ConnectionManager,
     consumer: Arc<RelayConsumer>,
     mut writer: Writer,
     telemetry: Arc<Telemetry>,
     give_up_at: GiveUpAt,
 ) -> Result<()> {
-    while let Some(batch) = rx.recv().await {
-        if batch.is_empty() {
-            continue;
+    let mut generation = 0;
+    let mut check = tokio::time::interval(CHECK_EVERY);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let batch = tokio::select! {
+            b = rx.recv() => match b {
+                Some(b) => b,
+                None => return Ok(()),
+            },
+            _ = check.tick() => Batch { generation, ..Batch::default() },
+        };
+        if batch.generation < generation {
+            continue; // Read before the latest rewind: it is read again.
         }
         let give_up = || *give_up_at.lock().unwrap_or_else(|p| p.into_inner());
         let on_error = |_: &redis::RedisError| {
             telemetry.errors.with_label_values(&["redis"]).inc();
             telemetry.set_redis_ok(false);
         };
-        let (written, latency) = writer.write(&mut conn, &batch, give_up, on_error).await?;
-        telemetry.observe_write(&batch, written, latency);
-        commit(&consumer, writer.topic(), &batch, &telemetry);
+        match writer.write(&mut conn, &batch, give_up, on_error).await? {
+            (Outcome::Written(_), _) if batch.is_empty() => {}
+            (Outcome::Written(written), latency) => {
+                telemetry.observe_write(&batch, written, latency);
+                commit(&consumer, writer.topic(), &batch, &telemetry);
+            }
+            (Outcome::Rewind(offsets), _) => {
+                generation += 1;
+                telemetry.redis_lost.inc();
+                let _ = rewinds.send(Rewind {
+                    generation,
+                    offsets,
+                });
+            }
+        }
     }
-    Ok(())
 }
 
 /// Commits the offsets after the batch (asynchronously: the watermark in Redis is

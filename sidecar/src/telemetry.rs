@@ -23,6 +23,8 @@ pub struct Telemetry {
     pub batches: IntCounter,
     /// Re-sent outbox records dropped.
     pub duplicates: IntCounter,
+    /// Redis data losses found (new epochs).
+    pub redis_lost: IntCounter,
     /// Errors by kind (`redis`, `kafka`, `commit`).
     pub errors: IntCounterVec,
     /// Redis batch write latency.
@@ -56,6 +58,7 @@ impl Telemetry {
             written: m::EVENTS_WRITTEN_TOTAL.int_counter(&registry),
             batches: m::BATCHES_TOTAL.int_counter(&registry),
             duplicates: m::DUPLICATES_DROPPED_TOTAL.int_counter(&registry),
+            redis_lost: m::REDIS_DATA_LOST_TOTAL.int_counter(&registry),
             errors: m::ERRORS_TOTAL.int_counter_vec(&registry),
             redis_write: m::REDIS_WRITE_SECONDS.histogram(&registry),
             event_age: m::EVENT_AGE_SECONDS.histogram(&registry),
@@ -147,6 +150,7 @@ impl Telemetry {
                 sidecar_field::DUPLICATES_DROPPED,
                 self.duplicates.get() as f64,
             ),
+            (sidecar_field::REDIS_DATA_LOST, self.redis_lost.get() as f64),
             (sidecar_field::LAST_EVENT_AGE, self.last_event_age.get()),
         ]
         .into_iter()

@@ -16,6 +16,10 @@
 //! set of the newest `OUTBOX_DEDUP_WINDOW` ids, read under the same `WATCH` and
 //! extended in the same `MULTI`). So the stream holds each outbox row once.
 //!
+//! The same read tells whether Redis still holds what the writer wrote (its epoch
+//! and watermarks, see [`crate::continuity`]): when it lost data, the writer starts
+//! a new epoch of the stream and asks the relay to rewind the consumer.
+//!
 //! Trimming keeps `STREAM_MAXLEN` entries once the stream is 1% over it, exactly, and
 //! records the newest trimmed id (Redis does not move `max-deleted-entry-id` on
 //! trims): a client resuming before it is told about the gap. The writer remembers
@@ -23,6 +27,8 @@
 //! it has written `STREAM_MAXLEN` entries itself, does it read the old ids back.
 
 use crate::batch::{Batch, Event};
+use crate::continuity::{new_epoch, Continuity, Verdict};
+use crm_events_contracts::envelope::epoch_marker;
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use crm_events_native::backoff::Backoff;
 use redis::aio::ConnectionManager;
@@ -45,10 +51,23 @@ pub struct Written {
     pub duplicates: u64,
 }
 
+/// What a write attempt ended with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// The batch is in the stream.
+    Written(Written),
+    /// Redis lost data: a new epoch was started and the batch was not written; the
+    /// consumer must read again from these offsets (partition -> offset).
+    Rewind(BTreeMap<i32, i64>),
+}
+
 /// What the stream already holds, read under `WATCH`.
 struct Seen {
-    /// Watermark per partition of the batch (-1 where none is set yet).
+    /// Watermark per partition of the batch and of those written before (-1 where
+    /// none is set).
     marks: BTreeMap<i32, i64>,
+    /// The stream's epoch.
+    epoch: Option<String>,
     /// Outbox ids of the batch already in the stream.
     outbox_ids: HashSet<i64>,
 }
@@ -63,19 +82,34 @@ pub struct Writer {
     dedup_window: u64,
     /// Ids this writer added, oldest first (at most `maxlen + slack`).
     recent: VecDeque<String>,
+    /// The epoch and what was written, to find out when Redis loses data.
+    continuity: Continuity,
 }
 
 impl Writer {
     /// A writer for `topic` under `keys`; `maxlen` 0 keeps everything, a
-    /// `dedup_window` of 0 turns the outbox-id check off.
-    pub fn new(keys: Keys, topic: &str, maxlen: u64, dedup_window: u64) -> Self {
+    /// `dedup_window` of 0 turns the outbox-id check off; `continuity` knows the
+    /// stream's epoch.
+    pub fn new(
+        keys: Keys,
+        topic: &str,
+        maxlen: u64,
+        dedup_window: u64,
+        continuity: Continuity,
+    ) -> Self {
         Self {
             keys,
             topic: topic.to_string(),
             maxlen,
             dedup_window,
             recent: VecDeque::new(),
+            continuity,
         }
+    }
+
+    /// The stream's epoch, as this writer last saw it.
+    pub fn epoch(&self) -> Option<&str> {
+        self.continuity.epoch.as_deref()
     }
 
     /// The topic whose watermarks this writer keeps.
@@ -83,40 +117,81 @@ impl Writer {
         &self.topic
     }
 
-    /// One attempt.
+    /// One attempt (an empty batch only checks that Redis still holds what was
+    /// written).
     pub async fn write_once(
         &mut self,
         conn: &mut ConnectionManager,
         batch: &Batch,
-    ) -> redis::RedisResult<Written> {
+    ) -> redis::RedisResult<Outcome> {
         loop {
             let seen = self.watch_seen(conn, batch).await?;
+            let created = match self.continuity.judge(seen.epoch.as_deref(), &seen.marks) {
+                Verdict::Lost { reason, rewind } => {
+                    match self.renew_epoch(conn, reason, &rewind).await? {
+                        true => return Ok(Outcome::Rewind(rewind)),
+                        false => continue,
+                    }
+                }
+                Verdict::Create => Some(new_epoch()),
+                Verdict::Intact => None,
+            };
             let (fresh, duplicates) = fresh_events(batch, &seen);
             let moved = moved_watermarks(batch, &seen.marks);
-            if moved.is_empty() {
+            if moved.is_empty() && created.is_none() {
                 let () = redis::cmd("UNWATCH").query_async(conn).await?;
-                return Ok(Written::default());
+                self.continuity.wrote(batch.last_offsets());
+                return Ok(Outcome::Written(Written::default()));
             }
-            let tx = self.transaction(&fresh, &moved);
-            match tx.query_async::<Value>(conn).await? {
-                // Another writer moved a watermark: read them again.
-                Value::Nil => continue,
-                Value::Array(results) => {
-                    self.after_exec(conn, &results).await?;
-                    return Ok(Written {
-                        fresh: fresh.len() as u64,
-                        duplicates,
-                    });
-                }
-                other => {
-                    return Err(redis::RedisError::from((
-                        redis::ErrorKind::UnexpectedReturnType,
-                        "EXEC reply",
-                        format!("{other:?}"),
-                    )))
-                }
+            let tx = self.transaction(&fresh, &moved, created.as_deref());
+            let Some(results) = exec(conn, tx).await? else {
+                continue; // Another writer moved a watermark: read them again.
+            };
+            self.after_exec(conn, &results).await?;
+            if let Some(epoch) = created {
+                self.continuity.created(epoch);
             }
+            self.continuity.wrote(batch.last_offsets());
+            return Ok(Outcome::Written(Written {
+                fresh: fresh.len() as u64,
+                duplicates,
+            }));
         }
+    }
+
+    /// Starts a new epoch: the epoch key and its marker entry, which every open
+    /// stream turns into a `reset` event. `false` when another writer changed the
+    /// watched keys first (read again).
+    async fn renew_epoch(
+        &mut self,
+        conn: &mut ConnectionManager,
+        reason: &str,
+        rewind: &BTreeMap<i32, i64>,
+    ) -> redis::RedisResult<bool> {
+        let epoch = new_epoch();
+        let mut tx = redis::pipe();
+        tx.atomic()
+            .set(self.keys.stream_epoch(), &epoch)
+            .ignore()
+            .cmd("XADD")
+            .arg(self.keys.stream())
+            .arg("*")
+            .arg(ENVELOPE_FIELD)
+            .arg(epoch_marker(&epoch, reason))
+            .ignore();
+        if exec(conn, tx).await?.is_none() {
+            return Ok(false);
+        }
+        tracing::warn!(
+            reason,
+            epoch,
+            ?rewind,
+            "Redis lost data: new stream epoch, reading Kafka again from the rewind offsets"
+        );
+        // The ids of the stream before are no guide for trimming any more.
+        self.recent.clear();
+        self.continuity.renewed(epoch, rewind);
+        Ok(true)
     }
 
     /// `WATCH`es the watermark hash and the dedup window, and reads the watermarks of
@@ -127,7 +202,10 @@ impl Writer {
         batch: &Batch,
     ) -> redis::RedisResult<Seen> {
         let offsets_key = self.keys.offsets();
-        let partitions: Vec<i32> = batch.last_offsets().into_keys().collect();
+        let mut partitions: Vec<i32> = batch.last_offsets().into_keys().collect();
+        partitions.extend(self.continuity.partitions());
+        partitions.sort_unstable();
+        partitions.dedup();
         let fields: Vec<String> = partitions
             .iter()
             .map(|p| Keys::offsets_field(&self.topic, *p))
@@ -135,16 +213,26 @@ impl Writer {
         let ids: Vec<i64> = batch.events.iter().filter_map(|e| e.outbox_id).collect();
         let dedup = self.dedup_window > 0 && !ids.is_empty();
         let mut watch = redis::cmd("WATCH");
-        watch.arg(&offsets_key);
+        watch.arg(&offsets_key).arg(self.keys.stream_epoch());
         if dedup {
             watch.arg(self.keys.outbox_ids());
         }
         let () = watch.query_async(conn).await?;
-        let marks: Vec<Option<i64>> = redis::cmd("HMGET")
-            .arg(&offsets_key)
-            .arg(&fields)
-            .query_async(conn)
-            .await?;
+        let (marks, epoch): (Vec<Option<i64>>, Option<String>) = if fields.is_empty() {
+            let epoch = redis::cmd("GET")
+                .arg(self.keys.stream_epoch())
+                .query_async(conn)
+                .await?;
+            (Vec::new(), epoch)
+        } else {
+            redis::pipe()
+                .cmd("HMGET")
+                .arg(&offsets_key)
+                .arg(&fields)
+                .get(self.keys.stream_epoch())
+                .query_async(conn)
+                .await?
+        };
         let mut outbox_ids = HashSet::new();
         if dedup {
             let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
@@ -164,6 +252,7 @@ impl Writer {
                 .into_iter()
                 .zip(marks.into_iter().map(|m| m.unwrap_or(-1)))
                 .collect(),
+            epoch,
             outbox_ids,
         })
     }
@@ -171,9 +260,17 @@ impl Writer {
     /// The `MULTI`/`EXEC`: an `XADD` per fresh event, their outbox ids into the dedup
     /// window (trimmed to its size), the moved watermarks, the `PUBLISH` of the
     /// batch, and `XLEN` (to know when to trim).
-    fn transaction(&self, fresh: &[&Event], moved: &[(i32, i64)]) -> redis::Pipeline {
+    fn transaction(
+        &self,
+        fresh: &[&Event],
+        moved: &[(i32, i64)],
+        new_epoch: Option<&str>,
+    ) -> redis::Pipeline {
         let mut tx = redis::pipe();
         tx.atomic();
+        if let Some(epoch) = new_epoch {
+            tx.set(self.keys.stream_epoch(), epoch).ignore();
+        }
         let stream = self.keys.stream();
         for e in fresh {
             tx.cmd("XADD")
@@ -197,7 +294,9 @@ impl Writer {
             .iter()
             .map(|(p, m)| (Keys::offsets_field(&self.topic, *p), *m))
             .collect();
-        tx.hset_multiple(self.keys.offsets(), &pairs).ignore();
+        if !pairs.is_empty() {
+            tx.hset_multiple(self.keys.offsets(), &pairs).ignore();
+        }
         if !fresh.is_empty() {
             tx.publish(self.keys.channel(), batch_json(fresh)).ignore();
         }
@@ -290,7 +389,7 @@ impl Writer {
         batch: &Batch,
         give_up_at: impl Fn() -> Option<Instant>,
         mut on_error: impl FnMut(&redis::RedisError),
-    ) -> Result<(Written, Duration), redis::RedisError> {
+    ) -> Result<(Outcome, Duration), redis::RedisError> {
         let mut backoff = Backoff::default();
         loop {
             let started = Instant::now();
@@ -341,6 +440,22 @@ fn moved_watermarks(batch: &Batch, marks: &BTreeMap<i32, i64>) -> Vec<(i32, i64)
         .into_iter()
         .filter(|(p, last)| *last > marks.get(p).copied().unwrap_or(-1))
         .collect()
+}
+
+/// Runs a `MULTI`/`EXEC`; `None` when `EXEC` was refused (a watched key changed).
+async fn exec(
+    conn: &mut ConnectionManager,
+    tx: redis::Pipeline,
+) -> redis::RedisResult<Option<Vec<Value>>> {
+    match tx.query_async::<Value>(conn).await? {
+        Value::Nil => Ok(None),
+        Value::Array(results) => Ok(Some(results)),
+        other => Err(redis::RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "EXEC reply",
+            format!("{other:?}"),
+        ))),
+    }
 }
 
 /// The envelopes as one JSON array (the `PUBLISH` payload), without a JSON tree.
@@ -414,6 +529,7 @@ mod tests {
     #[test]
     fn re_sent_and_repeated_outbox_ids_are_dropped_but_move_the_watermark() {
         let batch = Batch {
+            generation: 0,
             events: vec![
                 outbox_event(0, 4, Some(10)), // at the watermark: already in the stream
                 outbox_event(0, 5, Some(11)), // seen in the window: a re-send
@@ -424,6 +540,7 @@ mod tests {
         };
         let seen = Seen {
             marks: BTreeMap::from([(0, 4), (1, -1)]),
+            epoch: None,
             outbox_ids: HashSet::from([11]),
         };
         let (fresh, duplicates) = fresh_events(&batch, &seen);
@@ -437,13 +554,25 @@ mod tests {
 
     #[test]
     fn remembers_at_most_maxlen_plus_slack_ids() {
-        let mut w = Writer::new(Keys::default(), "t", 200, 0);
+        let mut w = Writer::new(
+            Keys::default(),
+            "t",
+            200,
+            0,
+            Continuity::new(200, Default::default()),
+        );
         for i in 0..1000 {
             w.remember(format!("{i}-0"));
         }
         assert_eq!(w.recent.len(), 202);
         assert_eq!(w.recent.back().unwrap(), "999-0");
-        let mut none = Writer::new(Keys::default(), "t", 0, 0);
+        let mut none = Writer::new(
+            Keys::default(),
+            "t",
+            0,
+            0,
+            Continuity::new(0, Default::default()),
+        );
         none.remember("1-0".into());
         assert!(none.recent.is_empty());
     }

@@ -9,7 +9,7 @@ use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use crm_events_harness::mock_kafka::Kafka;
 use crm_events_harness::redis_server::RedisServer;
-use crm_events_harness::sse_client::SseClient;
+use crm_events_harness::sse_client::{stream_id, SseClient};
 use serde_json::Value;
 use std::time::Duration;
 
@@ -97,7 +97,7 @@ async fn stream_starts_with_retry_and_connected_then_relays_new_events() {
         .map(|i| add(&mut conn, "*", i, "t1", "JobCreated"))
         .collect();
     let got = c.domain_events(3, T).await;
-    let got_ids: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
+    let got_ids: Vec<&str> = got.iter().map(|(id, _)| stream_id(id)).collect();
     assert_eq!(got_ids, ids);
     assert_eq!(got[0].1["offset"], 10);
     assert_eq!(got[2].1["value"]["JobId"], 12);
@@ -147,24 +147,21 @@ async fn last_event_id_resumes_exactly_after_that_event() {
     let mut c = SseClient::connect(&app.url("/crm-events"), &[("last-event-id", &ids[99])]).await;
     let connected = c.next(T).await.unwrap();
     assert_eq!(
-        connected.id, ids[99],
+        stream_id(&connected.id),
+        ids[99],
         "connected carries the resume position"
     );
     let got = c.domain_events(100, T).await;
     assert_eq!(got[0].1["offset"], 100, "the next event after #100 is #101");
-    let got_ids: Vec<&String> = got.iter().map(|(id, _)| id).collect();
-    assert_eq!(
-        got_ids,
-        ids[100..].iter().collect::<Vec<_>>(),
-        "none repeated, none missing"
-    );
+    let got_ids: Vec<&str> = got.iter().map(|(id, _)| stream_id(id)).collect();
+    assert_eq!(got_ids, ids[100..], "none repeated, none missing");
 
     // The query parameter works the same for clients that cannot set headers.
     let url = app.url(&format!("/crm-events?last_event_id={}", ids[197]));
     let mut c = SseClient::connect(&url, &[]).await;
     let got = c.domain_events(2, T).await;
-    assert_eq!(got[0].0, ids[198]);
-    assert_eq!(got[1].0, ids[199]);
+    assert_eq!(stream_id(&got[0].0), ids[198]);
+    assert_eq!(stream_id(&got[1].0), ids[199]);
 }
 
 #[tokio::test]
@@ -177,10 +174,10 @@ async fn since_replays_from_a_time() {
     let app = App::start(&redis, &[]).await;
     let mut c = SseClient::connect(&app.url("/crm-events?since=3000"), &[]).await;
     let got = c.domain_events(2, T).await;
-    assert_eq!(got[0].0, "3000-0");
-    assert_eq!(got[1].0, "4000-0");
+    assert_eq!(stream_id(&got[0].0), "3000-0");
+    assert_eq!(stream_id(&got[1].0), "4000-0");
     let mut c = SseClient::connect(&app.url("/crm-events?since=1970-01-01T00:00:02Z"), &[]).await;
-    assert_eq!(c.domain_events(1, T).await[0].0, "2000-0");
+    assert_eq!(stream_id(&c.domain_events(1, T).await[0].0), "2000-0");
 }
 
 #[tokio::test]
@@ -222,11 +219,12 @@ async fn trimmed_history_yields_a_gap_event_then_the_stream() {
     let (_, gap) = c.next_json(T).await.unwrap();
     assert_eq!(gap["kind"], "gap");
     assert_eq!(gap["reason"], "trimmed");
-    assert_eq!(gap["requested"], seen.as_str());
+    assert_eq!(gap["requested"], stream_id(&seen));
     assert_eq!(gap["oldest"], kept[0].0.as_str());
     let got = c.domain_events(kept.len(), T).await;
     assert_eq!(
-        got[0].0, kept[0].0,
+        stream_id(&got[0].0),
+        kept[0].0,
         "then the stream continues from the oldest entry"
     );
     assert_eq!(got.last().unwrap().1["offset"], 199);
@@ -236,7 +234,7 @@ async fn trimmed_history_yields_a_gap_event_then_the_stream() {
     c.next(T).await.unwrap();
     let (id, e) = c.next_json(T).await.unwrap();
     assert_eq!(
-        (id.as_str(), e["kind"].as_str()),
+        (stream_id(&id), e["kind"].as_str()),
         (kept[4].0.as_str(), Some("domain_event"))
     );
 
@@ -249,7 +247,7 @@ async fn trimmed_history_yields_a_gap_event_then_the_stream() {
     c.next(T).await.unwrap();
     let (_, gap) = c.next_json(T).await.unwrap();
     assert_eq!(gap["reason"], "reset");
-    assert_eq!(c.domain_events(1, T).await[0].0, kept[0].0);
+    assert_eq!(stream_id(&c.domain_events(1, T).await[0].0), kept[0].0);
 }
 
 #[tokio::test]
@@ -292,12 +290,12 @@ async fn filters_skip_events_but_advance_the_position() {
     let last = add(&mut conn, "*", 4, "t3", "JobDeleted");
     let got = c.domain_events(2, T).await;
     assert_eq!(
-        (got[0].0.as_str(), got[1].0.as_str()),
+        (stream_id(&got[0].0), stream_id(&got[1].0)),
         (a.as_str(), d.as_str())
     );
     // The trailing filtered event still moves the client's Last-Event-ID.
     assert!(
-        c.wait_raw(T, |raw| raw.contains(&format!("id: {last}\n\n")))
+        c.wait_raw(T, |raw| raw.contains(&format!("id: {last}.")))
             .await
     );
     assert!(!c.raw().contains("\"TenantId\":\"t2\""));
@@ -460,7 +458,8 @@ async fn fifty_clients_each_receive_all_1000_events_in_order() {
         let ids: Vec<String> = got.iter().map(|(id, _)| id.clone()).collect();
         let mut sorted = ids.clone();
         sorted.sort_by_key(|id| {
-            id.parse::<crm_events_contracts::stream_id::StreamId>()
+            stream_id(id)
+                .parse::<crm_events_contracts::stream_id::StreamId>()
                 .unwrap()
         });
         sorted.dedup();
@@ -484,7 +483,7 @@ async fn a_redis_outage_ends_the_stream_cleanly_and_resume_is_exact_after() {
     let mut c = SseClient::connect(&app.url("/crm-events"), &[]).await;
     c.next(T).await.unwrap();
     let first = add(&mut conn, "*", 0, "t1", "JobCreated");
-    assert_eq!(c.domain_events(1, T).await[0].0, first);
+    assert_eq!(stream_id(&c.domain_events(1, T).await[0].0), first);
 
     redis.stop();
     // The stream ends by itself (no hang), with a comment saying why.
@@ -503,7 +502,8 @@ async fn a_redis_outage_ends_the_stream_cleanly_and_resume_is_exact_after() {
     let mut c = SseClient::connect(&app.url("/crm-events"), &[("last-event-id", &first)]).await;
     let got = c.domain_events(1, T).await;
     assert_eq!(
-        got[0].0, second,
+        stream_id(&got[0].0),
+        second,
         "the event written during the reconnect is not lost"
     );
 }
@@ -561,12 +561,13 @@ async fn tail_starts_n_entries_back() {
     let app = App::start(&redis, &[]).await;
     let mut c = SseClient::connect(&app.url("/crm-events?tail=3"), &[]).await;
     let got: Vec<String> = c.domain_event_ids(3, T).await;
+    let got: Vec<&str> = got.iter().map(|id| stream_id(id)).collect();
     assert_eq!(got, ids[7..]);
     let more = add(&mut conn, "*", 10, "t1", "JobCreated");
-    assert_eq!(c.domain_events(1, T).await[0].0, more);
+    assert_eq!(stream_id(&c.domain_events(1, T).await[0].0), more);
     let mut all = SseClient::connect(&app.url("/crm-events?tail=50"), &[]).await;
     assert_eq!(
-        all.domain_events(11, T).await[0].0,
+        stream_id(&all.domain_events(11, T).await[0].0),
         ids[0],
         "fewer entries than asked: all of them"
     );
@@ -575,7 +576,7 @@ async fn tail_starts_n_entries_back() {
         &[("last-event-id", &ids[8])],
     )
     .await;
-    assert_eq!(resumed.domain_events(1, T).await[0].0, ids[9]);
+    assert_eq!(stream_id(&resumed.domain_events(1, T).await[0].0), ids[9]);
     let bad = client()
         .get(app.url("/crm-events?tail=0"))
         .send()

@@ -93,6 +93,13 @@ impl SseClient {
         events.into_iter().map(|(id, _)| id).collect()
     }
 
+    /// The Redis stream ids of the next `n` domain events (their SSE ids without the
+    /// epoch), to compare with what a test wrote.
+    pub async fn domain_stream_ids(&mut self, n: usize, timeout: Duration) -> Vec<String> {
+        let ids = self.domain_event_ids(n, timeout).await;
+        ids.iter().map(|id| stream_id(id).to_string()).collect()
+    }
+
     /// Everything received so far, as text.
     pub fn raw(&self) -> String {
         self.raw.lock().unwrap().clone()
@@ -113,4 +120,9 @@ impl SseClient {
             let _ = self.next(left.min(Duration::from_millis(100))).await;
         }
     }
+}
+
+/// The Redis stream id in an SSE event id (`<ms>-<seq>.<epoch>`).
+pub fn stream_id(event_id: &str) -> &str {
+    event_id.split('.').next().unwrap_or(event_id)
 }

@@ -22,6 +22,11 @@ pub const KIND_DOMAIN_EVENT: &str = "domain_event";
 pub const KIND_CONNECTED: &str = "connected";
 /// `kind` of the event that reports history lost before the requested position.
 pub const KIND_GAP: &str = "gap";
+/// `kind` (and SSE event name) of the event that tells a client the stream was
+/// recreated (Redis lost its data): what it saw may come again, under new ids.
+pub const KIND_RESET: &str = "reset";
+/// `kind` of the marker entry the sidecar writes first into a new epoch of the stream.
+pub const KIND_EPOCH: &str = "epoch";
 
 /// How a non-JSON value was represented.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -222,12 +227,49 @@ fn bytes_as_json(bytes: &[u8]) -> Value {
 }
 
 /// The first event of every stream.
-pub fn connected_event(topic: &str, group: &str, resume_from: &str) -> String {
+pub fn connected_event(topic: &str, group: &str, resume_from: &str, epoch: Option<&str>) -> String {
     serde_json::json!({
         "kind": KIND_CONNECTED,
         "topic": topic,
         "group": group,
         "resume_from": resume_from,
+        "epoch": epoch,
+    })
+    .to_string()
+}
+
+/// The marker entry that opens a new epoch of the stream: written by the sidecar when
+/// it finds that Redis lost data (`reason`), read by every open stream.
+pub fn epoch_marker(epoch: &str, reason: &str) -> String {
+    serde_json::json!({ "kind": KIND_EPOCH, "epoch": epoch, "reason": reason }).to_string()
+}
+
+/// The epoch and reason of a marker entry; `None` for every other entry (checked by
+/// prefix first: this runs on every entry every stream reads).
+pub fn read_epoch_marker(entry: &[u8]) -> Option<(String, String)> {
+    if !entry.starts_with(br#"{"epoch":"#) && !entry.starts_with(br#"{"kind":"epoch""#) {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(entry).ok()?;
+    if v["kind"] != KIND_EPOCH {
+        return None;
+    }
+    Some((
+        v["epoch"].as_str()?.to_string(),
+        v["reason"].as_str().unwrap_or("").to_string(),
+    ))
+}
+
+/// The `reset` event: the stream the client was reading is gone (Redis lost its data,
+/// `reason`); it continues with the stream's new `epoch`, whose entries may repeat
+/// events the client saw (`topic`, `partition` and `offset` tell them apart).
+pub fn reset_event(requested: Option<&str>, epoch: &str, reason: &str) -> String {
+    serde_json::json!({
+        "kind": KIND_RESET,
+        "reason": reason,
+        "requested": requested,
+        "epoch": epoch,
+        "message": "Redis lost the stream's data and it was rebuilt from Kafka: events you have seen may come again (deduplicate by topic, partition and offset); events that were still in Kafka are not lost",
     })
     .to_string()
 }
@@ -378,8 +420,25 @@ mod tests {
     }
 
     #[test]
+    fn epoch_markers_are_found_and_nothing_else_is() {
+        let m = epoch_marker("k3", "flushed");
+        assert_eq!(
+            read_epoch_marker(m.as_bytes()),
+            Some(("k3".into(), "flushed".into()))
+        );
+        let env =
+            Envelope::from_record(record(None, Some(br#"{"kind":"epoch"}"#)), [], 0).to_json();
+        assert_eq!(read_epoch_marker(env.as_bytes()), None);
+        let r: Value = serde_json::from_str(&reset_event(Some("1-0.k2"), "k3", "flushed")).unwrap();
+        assert_eq!(
+            (r["kind"].as_str(), r["epoch"].as_str()),
+            (Some("reset"), Some("k3"))
+        );
+    }
+
+    #[test]
     fn connected_and_gap_events() {
-        let c: Value = serde_json::from_str(&connected_event("t", "g", "1-0")).unwrap();
+        let c: Value = serde_json::from_str(&connected_event("t", "g", "1-0", Some("k1"))).unwrap();
         assert_eq!(c["kind"], "connected");
         assert_eq!(c["group"], "g");
         let g: Value = serde_json::from_str(&gap_event("5-0", Some("1700-3"), "trimmed")).unwrap();

@@ -57,6 +57,13 @@ impl Keys {
         self.key("stream:trimmed")
     }
 
+    /// The stream's epoch: a random id the sidecar sets when it creates the stream and
+    /// again whenever it finds Redis lost data. SSE ids carry it, so a client resuming
+    /// from another epoch is told (`reset`) instead of silently skipping or replaying.
+    pub fn stream_epoch(&self) -> String {
+        self.key("stream:epoch")
+    }
+
     /// Hash `topic/partition -> last offset written`: the exactly-once watermark.
     pub fn offsets(&self) -> String {
         self.key("stream:offsets")
@@ -136,6 +143,7 @@ mod tests {
             k.stream(),
             k.offsets(),
             k.stream_trimmed(),
+            k.stream_epoch(),
             k.outbox_ids(),
             k.channel(),
             k.heartbeat(),

@@ -243,6 +243,12 @@ pub const DUPLICATES_DROPPED_TOTAL: Family = Family::new(
     Kind::Counter,
     "Records dropped because their outbox id is already in the stream (a publisher re-sent them).",
 );
+/// Counter: times the sidecar found that Redis lost data and started a new epoch.
+pub const REDIS_DATA_LOST_TOTAL: Family = Family::new(
+    "crm_events_sidecar_redis_data_lost_total",
+    Kind::Counter,
+    "Times the sidecar found Redis had lost data (flushed, restarted empty, behind) and rebuilt the stream from Kafka under a new epoch.",
+);
 /// Gauge (publisher): rows waiting to be published.
 pub const OUTBOX_PENDING_ROWS: Family = Family::new(
     "crm_events_outbox_pending_rows",
@@ -321,6 +327,7 @@ pub const ALL: &[Family] = &[
     EVENT_AGE_SECONDS,
     ASSIGNED_PARTITIONS,
     DUPLICATES_DROPPED_TOTAL,
+    REDIS_DATA_LOST_TOTAL,
     OUTBOX_PENDING_ROWS,
     OUTBOX_OLDEST_PENDING_AGE_SECONDS,
     OUTBOX_FAILED_ROWS,
@@ -342,6 +349,8 @@ pub mod sidecar_field {
     pub const BATCHES: &str = "batches_total";
     /// Re-sent outbox records dropped.
     pub const DUPLICATES_DROPPED: &str = "duplicates_dropped_total";
+    /// Redis data losses found.
+    pub const REDIS_DATA_LOST: &str = "redis_data_lost_total";
     /// Age of the newest written event, seconds.
     pub const LAST_EVENT_AGE: &str = "last_event_age_seconds";
     /// Prefix of the per-partition lag fields.
@@ -383,6 +392,7 @@ struct Mirror {
     written: IntCounter,
     batches: IntCounter,
     duplicates: IntCounter,
+    lost: IntCounter,
     age: Gauge,
     errors: IntCounterVec,
     lag: IntGaugeVec,
@@ -395,6 +405,7 @@ impl Mirror {
             written: EVENTS_WRITTEN_TOTAL.int_counter(registry),
             batches: BATCHES_TOTAL.int_counter(registry),
             duplicates: DUPLICATES_DROPPED_TOTAL.int_counter(registry),
+            lost: REDIS_DATA_LOST_TOTAL.int_counter(registry),
             age: LAST_EVENT_AGE_SECONDS.gauge(registry),
             errors: ERRORS_TOTAL.int_counter_vec(registry),
             lag: CONSUMER_LAG.int_gauge_vec(registry),
@@ -412,6 +423,7 @@ impl Mirror {
             sidecar_field::EVENTS_WRITTEN => self.written.inc_by(count),
             sidecar_field::BATCHES => self.batches.inc_by(count),
             sidecar_field::DUPLICATES_DROPPED => self.duplicates.inc_by(count),
+            sidecar_field::REDIS_DATA_LOST => self.lost.inc_by(count),
             sidecar_field::LAST_EVENT_AGE => self.age.set(n.max(0.0)),
             other => {
                 if let Some(p) = other.strip_prefix(sidecar_field::LAG_PREFIX) {

@@ -106,6 +106,9 @@ pub struct StreamInfo {
     pub trimmed_through: Option<StreamId>,
     /// The oldest entry still in the stream (Redis 7+ `recorded-first-entry-id`).
     pub first_entry_id: Option<StreamId>,
+    /// The stream's epoch (not part of `XINFO`: read from
+    /// [`crate::keys::Keys::stream_epoch`] by the caller).
+    pub epoch: Option<String>,
 }
 
 /// Reads a flattened `XINFO STREAM` reply. Only the scalar pairs that precede

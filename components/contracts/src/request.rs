@@ -7,7 +7,7 @@
 //! 4. `?tail=N`: start N entries back (the recent past, for a page that just opened);
 //! 5. otherwise only events added after the request.
 
-use crate::stream_id::{parse_since, StreamId};
+use crate::stream_id::{parse_event_id, parse_since, StreamId};
 use serde_json::value::RawValue;
 use std::borrow::Cow;
 
@@ -41,6 +41,8 @@ pub struct Filters {
 pub struct SseRequest {
     /// Start position.
     pub resume: Resume,
+    /// The stream epoch the client's `Last-Event-ID` belongs to, when it names one.
+    pub epoch: Option<String>,
     /// Filters.
     pub filters: Filters,
 }
@@ -73,20 +75,21 @@ impl SseRequest {
             }
         }
         let header = last_event_id.map(str::trim).filter(|v| !v.is_empty());
+        let event_id = |parameter: &'static str, id: &str| {
+            parse_event_id(id).map_err(|e| RequestError {
+                parameter,
+                message: e.to_string(),
+            })
+        };
+        let mut epoch = None;
         let resume = if let Some(id) = header {
-            Resume::After(id.parse().map_err(|e: crate::stream_id::PositionError| {
-                RequestError {
-                    parameter: "Last-Event-ID",
-                    message: e.to_string(),
-                }
-            })?)
+            let (id, e) = event_id("Last-Event-ID", id)?;
+            epoch = e;
+            Resume::After(id)
         } else if let Some(id) = query_id.as_deref().filter(|v| !v.trim().is_empty()) {
-            Resume::After(id.parse().map_err(|e: crate::stream_id::PositionError| {
-                RequestError {
-                    parameter: "last_event_id",
-                    message: e.to_string(),
-                }
-            })?)
+            let (id, e) = event_id("last_event_id", id)?;
+            epoch = e;
+            Resume::After(id)
         } else if let Some(since) = since {
             Resume::Since(parse_since(&since).map_err(|e| RequestError {
                 parameter: "since",
@@ -97,7 +100,11 @@ impl SseRequest {
         } else {
             Resume::New
         };
-        Ok(Self { resume, filters })
+        Ok(Self {
+            resume,
+            epoch,
+            filters,
+        })
     }
 }
 
@@ -192,6 +199,24 @@ fn tenant_text(raw: &RawValue) -> Option<Cow<'_, str>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_name_their_epoch() {
+        let r = SseRequest::parse("", Some("3-0.k9")).unwrap();
+        assert_eq!(
+            (r.resume, r.epoch.as_deref()),
+            (Resume::After(StreamId::new(3, 0)), Some("k9"))
+        );
+        let r = SseRequest::parse("last_event_id=4-1.z1", None).unwrap();
+        assert_eq!(r.epoch.as_deref(), Some("z1"));
+        assert_eq!(SseRequest::parse("", Some("3-0")).unwrap().epoch, None);
+        assert_eq!(
+            SseRequest::parse("", Some("3-0.BAD"))
+                .unwrap_err()
+                .parameter,
+            "Last-Event-ID"
+        );
+    }
 
     #[test]
     fn precedence_header_then_query_then_since() {

@@ -11,17 +11,39 @@ use crate::reply::StreamInfo;
 use crate::request::Resume;
 use crate::stream_id::StreamId;
 
-/// The resolved start: read after `after`; send `gap` (an event's JSON) first.
+/// The resolved start: read after `after`; send `reset` or `gap` (an event's JSON)
+/// first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Start {
     /// Exclusive start position for `XREAD`.
     pub after: StreamId,
     /// The `gap` event to send before anything else, if history was lost.
     pub gap: Option<String>,
+    /// The `reset` event to send before anything else, if the client's position is
+    /// from another epoch of the stream.
+    pub reset: Option<String>,
 }
 
-/// The decision itself, on the stream's facts.
-pub fn decide(info: &StreamInfo, resume: Resume) -> Start {
+/// The decision, on the stream's facts: a position from another epoch (Redis lost
+/// the stream it belonged to) starts at the new epoch's oldest entry with a `reset`;
+/// anything else as [`decide_within_epoch`] says.
+pub fn decide(info: &StreamInfo, resume: Resume, epoch: Option<&str>) -> Start {
+    match (epoch, info.epoch.as_deref(), resume) {
+        (Some(asked), Some(now), Resume::After(id)) if asked != now => Start {
+            after: StreamId::ZERO,
+            gap: None,
+            reset: Some(crate::envelope::reset_event(
+                Some(&crate::stream_id::event_id(id, Some(asked))),
+                now,
+                "epoch_changed",
+            )),
+        },
+        _ => decide_within_epoch(info, resume),
+    }
+}
+
+/// The decision within one epoch of the stream.
+fn decide_within_epoch(info: &StreamInfo, resume: Resume) -> Start {
     let oldest = info.first_entry_id.map(|id| id.to_string());
     let removed_through = info.max_deleted_entry_id.max(info.trimmed_through);
     let trimmed_after = |pos: StreamId| removed_through.is_some_and(|d| d > pos);
@@ -29,22 +51,26 @@ pub fn decide(info: &StreamInfo, resume: Resume) -> Start {
         Resume::New => Start {
             after: info.last_generated_id,
             gap: None,
+            reset: None,
         },
         Resume::After(id) if id > info.last_generated_id => Start {
             // The stream is behind the client: Redis lost its data or was reset.
             // Everything it holds now is new to the client.
             after: StreamId::ZERO,
             gap: Some(gap_event(&id.to_string(), oldest.as_deref(), "reset")),
+            reset: None,
         },
         Resume::After(id) => Start {
             after: id,
             gap: trimmed_after(id)
                 .then(|| gap_event(&id.to_string(), oldest.as_deref(), "trimmed")),
+            reset: None,
         },
         Resume::Tail(_) => Start {
             // The caller resolves the tail to the id before its oldest entry.
             after: info.last_generated_id,
             gap: None,
+            reset: None,
         },
         Resume::Since(ms) => {
             // A time after the newest entry (a clock ahead, a typo) means "what comes
@@ -55,6 +81,7 @@ pub fn decide(info: &StreamInfo, resume: Resume) -> Start {
                 after,
                 gap: trimmed_after(after)
                     .then(|| gap_event(&format!("{ms}"), oldest.as_deref(), "trimmed")),
+                reset: None,
             }
         }
     }
@@ -75,6 +102,7 @@ mod tests {
             max_deleted_entry_id: None,
             trimmed_through: deleted.map(|d| StreamId::new(d.0, d.1)),
             first_entry_id: first.map(|f| StreamId::new(f.0, f.1)),
+            epoch: None,
         }
     }
 
@@ -84,20 +112,46 @@ mod tests {
     }
 
     #[test]
+    fn a_position_from_another_epoch_is_reset_to_the_new_epochs_start() {
+        let mut i = info((50, 2), Some((10, 0)), None);
+        i.epoch = Some("new".into());
+        let s = decide(&i, Resume::After(StreamId::new(60, 0)), Some("old"));
+        assert_eq!((s.after, s.gap), (StreamId::ZERO, None));
+        let r: serde_json::Value = serde_json::from_str(s.reset.as_ref().unwrap()).unwrap();
+        assert_eq!(
+            (r["epoch"].as_str(), r["requested"].as_str()),
+            (Some("new"), Some("60-0.old"))
+        );
+        // The same epoch, or an id without one, is an ordinary resume.
+        assert_eq!(
+            decide(&i, Resume::After(StreamId::new(20, 0)), Some("new")).reset,
+            None
+        );
+        assert_eq!(
+            decide(&i, Resume::After(StreamId::new(20, 0)), None).reset,
+            None
+        );
+    }
+
+    #[test]
     fn a_since_in_the_future_starts_at_the_newest_entry() {
         let i = info((50, 2), Some((10, 0)), None);
-        let s = decide(&i, Resume::Since(10_000));
+        let s = decide(&i, Resume::Since(10_000), None);
         assert_eq!((s.after, s.gap), (StreamId::new(50, 2), None));
-        let past = decide(&i, Resume::Since(20));
+        let past = decide(&i, Resume::Since(20), None);
         assert_eq!(past.after, StreamId::just_before_time(20));
     }
 
     #[test]
     fn new_clients_start_at_the_newest_id() {
-        let s = decide(&info((50, 2), Some((10, 0)), Some((9, 0))), Resume::New);
+        let s = decide(
+            &info((50, 2), Some((10, 0)), Some((9, 0))),
+            Resume::New,
+            None,
+        );
         assert_eq!(s.after, StreamId::new(50, 2));
         assert_eq!(s.gap, None);
-        let empty = decide(&StreamInfo::default(), Resume::New);
+        let empty = decide(&StreamInfo::default(), Resume::New, None);
         assert_eq!(empty.after, StreamId::ZERO);
     }
 
@@ -105,21 +159,21 @@ mod tests {
     fn resume_within_history_has_no_gap() {
         let i = info((50, 0), Some((10, 0)), Some((9, 0)));
         // The client saw 9-0 itself: nothing after it was deleted.
-        let s = decide(&i, Resume::After(StreamId::new(9, 0)));
+        let s = decide(&i, Resume::After(StreamId::new(9, 0)), None);
         assert_eq!((s.after, s.gap), (StreamId::new(9, 0), None));
-        let s = decide(&i, Resume::After(StreamId::new(20, 0)));
+        let s = decide(&i, Resume::After(StreamId::new(20, 0)), None);
         assert_eq!(s.gap, None);
     }
 
     #[test]
     fn resume_before_trimmed_history_reports_a_gap() {
         let i = info((50, 0), Some((10, 0)), Some((9, 0)));
-        let s = decide(&i, Resume::After(StreamId::new(5, 0)));
+        let s = decide(&i, Resume::After(StreamId::new(5, 0)), None);
         assert_eq!(s.after, StreamId::new(5, 0));
         assert_eq!(gap_reason(&s).as_deref(), Some("trimmed"));
-        let s = decide(&i, Resume::Since(3));
+        let s = decide(&i, Resume::Since(3), None);
         assert_eq!(gap_reason(&s).as_deref(), Some("trimmed"));
-        let s = decide(&i, Resume::Since(10));
+        let s = decide(&i, Resume::Since(10), None);
         assert_eq!(s.gap, None);
     }
 
@@ -127,14 +181,14 @@ mod tests {
     fn xdel_deletions_count_too() {
         let mut i = info((50, 0), Some((10, 0)), None);
         i.max_deleted_entry_id = Some(StreamId::new(30, 0));
-        let s = decide(&i, Resume::After(StreamId::new(20, 0)));
+        let s = decide(&i, Resume::After(StreamId::new(20, 0)), None);
         assert_eq!(gap_reason(&s).as_deref(), Some("trimmed"));
     }
 
     #[test]
     fn a_stream_behind_the_client_was_reset() {
         let i = info((5, 0), Some((1, 0)), None);
-        let s = decide(&i, Resume::After(StreamId::new(99, 0)));
+        let s = decide(&i, Resume::After(StreamId::new(99, 0)), None);
         assert_eq!(s.after, StreamId::ZERO);
         assert_eq!(gap_reason(&s).as_deref(), Some("reset"));
     }

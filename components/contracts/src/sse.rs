@@ -31,11 +31,11 @@ pub fn event(out: &mut String, id: Option<&str>, data: &str) {
     out.push('\n');
 }
 
-/// Appends a named event (`event: <name>`, no `id:`): `EventSource` dispatches it to
-/// listeners of that name, and the client's last event id stays where it was.
-pub fn named_event(out: &mut String, name: &str, data: &str) {
+/// Appends a named event (`event: <name>`): `EventSource` dispatches it to listeners
+/// of that name. Without an `id` the client's last event id stays where it was.
+pub fn named_event(out: &mut String, name: &str, id: Option<&str>, data: &str) {
     push_field(out, "event", name);
-    event(out, None, data);
+    event(out, id, data);
 }
 
 /// Appends an event that carries only an `id:`. Clients dispatch nothing for it (its

@@ -1,5 +1,6 @@
-//! Redis stream ids (`<ms>-<seq>`): the SSE `id:` of every event, and so the
-//! `Last-Event-ID` a client resumes from; and the `since=` time a client replays from.
+//! Redis stream ids (`<ms>-<seq>`), and the SSE event ids built from them
+//! (`<ms>-<seq>.<epoch>`, see [`event_id`]): the `Last-Event-ID` a client resumes from;
+//! and the `since=` time a client replays from.
 
 use std::fmt;
 use std::str::FromStr;
@@ -75,6 +76,37 @@ impl FromStr for StreamId {
     }
 }
 
+/// Separates a stream id from the epoch in an SSE event id.
+pub const EPOCH_SEPARATOR: char = '.';
+
+/// The SSE id of the entry `id` of the stream's `epoch`: `<ms>-<seq>.<epoch>`, or the
+/// bare stream id while the stream has no epoch yet.
+pub fn event_id(id: StreamId, epoch: Option<&str>) -> String {
+    match epoch {
+        Some(e) => format!("{id}{EPOCH_SEPARATOR}{e}"),
+        None => id.to_string(),
+    }
+}
+
+/// Whether `epoch` is one the sidecar could have made (1-32 of `0-9 a-z`).
+pub fn valid_epoch(epoch: &str) -> bool {
+    (1..=32).contains(&epoch.len())
+        && epoch
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_lowercase())
+}
+
+/// Parses an SSE event id: a stream id, with the epoch it belongs to when it has one
+/// (ids of earlier releases have none).
+pub fn parse_event_id(s: &str) -> Result<(StreamId, Option<String>), PositionError> {
+    let s = s.trim();
+    match s.split_once(EPOCH_SEPARATOR) {
+        Some((id, epoch)) if valid_epoch(epoch) => Ok((id.parse()?, Some(epoch.to_string()))),
+        Some(_) => Err(PositionError::BadId(s.chars().take(64).collect())),
+        None => Ok((s.parse()?, None)),
+    }
+}
+
 /// Parses a `since=` value: epoch milliseconds (all digits) or an RFC 3339 time.
 /// Returns milliseconds since the epoch.
 pub fn parse_since(s: &str) -> Result<u64, PositionError> {
@@ -92,6 +124,21 @@ pub fn parse_since(s: &str) -> Result<u64, PositionError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_carry_the_epoch() {
+        let id = StreamId::new(17, 3);
+        assert_eq!(event_id(id, Some("a1b2")), "17-3.a1b2");
+        assert_eq!(event_id(id, None), "17-3");
+        assert_eq!(
+            parse_event_id("17-3.a1b2").unwrap(),
+            (id, Some("a1b2".into()))
+        );
+        assert_eq!(parse_event_id(" 17-3 ").unwrap(), (id, None));
+        for bad in ["17-3.", "17-3.A", "17-3.a b", "x.a1", "17-3.a1.b2"] {
+            assert!(parse_event_id(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn parses_and_orders_ids() {

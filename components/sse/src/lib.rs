@@ -91,6 +91,8 @@ struct Opened {
     reader: Redis,
     lease: lease::Lease,
     start: Start,
+    /// The stream's epoch (every event id carries it).
+    epoch: Option<String>,
     filters: Filters,
     /// When the token expires (seconds since the epoch); the stream ends then.
     expires_at: Option<u64>,
@@ -155,15 +157,18 @@ fn open(
     let lease = lease::Lease::acquire(&control, config, &owner)?;
     // The stream gets a connection of its own: `XREAD BLOCK` holds it while waiting.
     let resumed = Redis::open(&config.common.redis_address).and_then(|reader| {
-        let start = position::resolve(&reader, &config.common.keys, request.resume)?;
-        Ok((reader, start))
+        let keys = &config.common.keys;
+        let (start, epoch) =
+            position::resolve(&reader, keys, request.resume, request.epoch.as_deref())?;
+        Ok((reader, start, epoch))
     });
     match resumed {
-        Ok((reader, start)) => Ok(Opened {
+        Ok((reader, start, epoch)) => Ok(Opened {
             control,
             reader,
             lease,
             start,
+            epoch,
             filters,
             expires_at: identity.expires_at,
         }),

@@ -1,8 +1,8 @@
 //! Reads the stream's facts and decides where a stream starts.
 //!
-//! One `EVAL` reads the trim marker and `XINFO STREAM` together (a stream that does
-//! not exist yet reads as empty), so no error reply has to be interpreted and a new
-//! stream costs one round trip here.
+//! One `EVAL` reads the trim marker, the epoch and `XINFO STREAM` together (a stream
+//! that does not exist yet reads as empty), so no error reply has to be interpreted
+//! and a new stream costs one round trip here.
 
 use crm_events_contracts::keys::Keys;
 use crm_events_contracts::reply::{parse_xinfo_stream, Reply};
@@ -11,40 +11,63 @@ use crm_events_contracts::resume::{decide, Start};
 use crm_events_contracts::spin_glue::{Redis, RedisError};
 use crm_events_contracts::stream_id::StreamId;
 
-/// Returns `{trim marker or false, XINFO STREAM fields…}`; just the marker when the
-/// stream does not exist. KEYS: stream, trim marker.
+/// Returns `{trim marker or '', epoch, XINFO STREAM fields…}`; just the first two
+/// when the stream does not exist (an empty string, not nil: Spin drops nils when it
+/// flattens, and the positions must hold). A stream without an epoch yet gets one
+/// here (from the server clock, `SET NX`), so every stream's ids carry one from its
+/// first event, whoever comes first, a reader or the sidecar. KEYS: stream, trim
+/// marker, epoch.
 const STREAM_FACTS: &str = r#"
-local trimmed = redis.call('GET', KEYS[2])
+local trimmed = redis.call('GET', KEYS[2]) or ''
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  local t = redis.call('TIME')
+  redis.call('SET', KEYS[3], string.format('%08x%08x', tonumber(t[1]), tonumber(t[2])), 'NX')
+  epoch = redis.call('GET', KEYS[3])
+end
 if redis.call('EXISTS', KEYS[1]) == 0 then
-  return {trimmed}
+  return {trimmed, epoch}
 end
 local info = redis.call('XINFO', 'STREAM', KEYS[1])
+table.insert(info, 1, epoch)
 table.insert(info, 1, trimmed)
 return info
 "#;
 
-/// Resolves the request's resume position against the stream as it is now.
-pub fn resolve(redis: &Redis, keys: &Keys, resume: Resume) -> Result<Start, RedisError> {
+/// Resolves the request's resume position (and the epoch it came from) against the
+/// stream as it is now; returns the start and the stream's epoch.
+pub fn resolve(
+    redis: &Redis,
+    keys: &Keys,
+    resume: Resume,
+    epoch: Option<&str>,
+) -> Result<(Start, Option<String>), RedisError> {
     let reply = redis.run(
         "EVAL",
-        &[STREAM_FACTS, "2", &keys.stream(), &keys.stream_trimmed()],
+        &[
+            STREAM_FACTS,
+            "3",
+            &keys.stream(),
+            &keys.stream_trimmed(),
+            &keys.stream_epoch(),
+        ],
     )?;
-    // Spin drops nils when it flattens: a missing marker leaves no item at all, and
-    // `XINFO` fields always start with the text `length`.
-    let (marker, info) = match reply.first() {
-        Some(first) if first.as_str() != Some("length") => (Some(first), &reply[1..]),
-        _ => (None, &reply[..]),
+    let (marker, now, info) = match reply.as_slice() {
+        [marker, now, info @ ..] => (marker, now, info),
+        _ => return Err(RedisError::protocol("stream facts", format!("{reply:?}"))),
     };
     let mut facts =
         parse_xinfo_stream(info).map_err(|e| RedisError::protocol("XINFO STREAM", e))?;
-    facts.trimmed_through = marker.and_then(Reply::as_str).and_then(|s| s.parse().ok());
-    let mut start = decide(&facts, resume);
+    let text = |r: &Reply| r.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    facts.trimmed_through = text(marker).and_then(|s| s.parse().ok());
+    facts.epoch = text(now);
+    let mut start = decide(&facts, resume, epoch);
     if let Resume::Tail(n) = resume {
         if let Some(oldest) = nth_newest(redis, keys, n)? {
             start.after = oldest.predecessor();
         }
     }
-    Ok(start)
+    Ok((start, facts.epoch))
 }
 
 /// The id of the `n`th newest entry (or the oldest, when there are fewer).

@@ -9,12 +9,15 @@
 
 use crate::Opened;
 use crm_events_contracts::config::SseConfig;
-use crm_events_contracts::envelope::{auth_expired_event, connected_event, KIND_AUTH_EXPIRED};
+use crm_events_contracts::envelope::{
+    auth_expired_event, connected_event, read_epoch_marker, reset_event, KIND_AUTH_EXPIRED,
+    KIND_RESET,
+};
 use crm_events_contracts::http::EVENT_STREAM;
 use crm_events_contracts::reply::{parse_xread, Entry};
 use crm_events_contracts::spin_glue::{fields, now_seconds};
 use crm_events_contracts::sse;
-use crm_events_contracts::stream_id::StreamId;
+use crm_events_contracts::stream_id::{event_id, StreamId};
 use futures::SinkExt;
 use spin_sdk::http::{OutgoingResponse, ResponseOutparam};
 use std::time::{Duration, Instant};
@@ -89,15 +92,25 @@ impl<'a> Relay<'a> {
         // Dropping the body finishes the response.
     }
 
-    /// `retry:`, the `connected` event carrying the start position, and a `gap` event
-    /// when history the client asked for is gone.
+    /// The SSE id of a stream entry: the stream id with the epoch it belongs to.
+    fn event_id(&self, id: StreamId) -> String {
+        event_id(id, self.opened.epoch.as_deref())
+    }
+
+    /// `retry:`, the `connected` event carrying the start position (and the epoch), a
+    /// `reset` event when the client's position is from another epoch of the stream,
+    /// and a `gap` event when history the client asked for is gone.
     fn first_frames(&self) -> String {
         let common = &self.config.common;
-        let position = self.position.to_string();
+        let position = self.event_id(self.position);
+        let epoch = self.opened.epoch.as_deref();
         let mut frames = String::new();
         sse::retry(&mut frames, self.config.retry_ms);
-        let connected = connected_event(&common.topic, &common.group, &position);
+        let connected = connected_event(&common.topic, &common.group, &position, epoch);
         sse::event(&mut frames, Some(&position), &connected);
+        if let Some(reset) = &self.opened.start.reset {
+            sse::named_event(&mut frames, KIND_RESET, None, reset);
+        }
         if let Some(gap) = &self.opened.start.gap {
             sse::event(&mut frames, None, gap);
         }
@@ -108,10 +121,11 @@ impl<'a> Relay<'a> {
     fn next_step(&mut self) -> Step {
         if self.expiry.is_some_and(|e| e <= Instant::now()) {
             let mut frames = String::new();
-            let resume_from = self.position.to_string();
+            let resume_from = self.event_id(self.position);
             sse::named_event(
                 &mut frames,
                 KIND_AUTH_EXPIRED,
+                None,
                 &auth_expired_event(&resume_from),
             );
             return Step::End(frames);
@@ -169,20 +183,28 @@ impl<'a> Relay<'a> {
     }
 
     /// Frames the entries that pass the filters; an id-only frame when the batch ends
-    /// on a filtered one, so the client's `Last-Event-ID` still advances.
+    /// on a filtered one, so the client's `Last-Event-ID` still advances. An epoch
+    /// marker (Redis lost data and the sidecar rebuilt the stream) goes to every
+    /// client, whatever its filters, as a `reset` event.
     fn frame(&mut self, entries: &[Entry], frames: &mut String) {
         let mut last_sent = None;
         for entry in entries {
-            if self.opened.filters.matches(&entry.envelope) {
+            if let Some((epoch, reason)) = read_epoch_marker(&entry.envelope) {
+                let before = self.event_id(self.position);
+                self.opened.epoch = Some(epoch.clone());
+                let reset = reset_event(Some(&before), &epoch, &reason);
+                sse::named_event(frames, KIND_RESET, Some(&self.event_id(entry.id)), &reset);
+                last_sent = Some(entry.id);
+            } else if self.opened.filters.matches(&entry.envelope) {
                 let json = String::from_utf8_lossy(&entry.envelope);
-                sse::event(frames, Some(&entry.id.to_string()), &json);
+                sse::event(frames, Some(&self.event_id(entry.id)), &json);
                 self.uncounted += 1;
                 last_sent = Some(entry.id);
             }
         }
         let newest = entries[entries.len() - 1].id;
         if last_sent != Some(newest) {
-            sse::id_only(frames, &newest.to_string());
+            sse::id_only(frames, &self.event_id(newest));
         }
         self.position = newest;
         if self.last_count.elapsed() >= COUNT_EVERY {
