@@ -4,7 +4,7 @@ CARGO ?= cargo
 COMPONENTS := $(shell sed -n 's/^command = "cargo build .*-p \(crm-events-[a-z-]*\)"$$/\1/p' spin.toml)
 WASM_FLAGS := --release --target wasm32-wasip2 $(addprefix -p ,$(COMPONENTS))
 
-.PHONY: all setup components build test lint fmt run bench clean
+.PHONY: all setup components build test lint fmt run bench soak stress-stop clean
 
 all: build
 
@@ -46,3 +46,10 @@ bench: components ## Relay throughput, SSE latency/fan-out, auth cost, outbox (r
 	./target/release/crm-events-bench sse
 	./target/release/crm-events-bench auth
 	./target/release/crm-events-bench outbox
+
+stress-stop: build ## make run's stop, 20 times under stress-ng on every core (RUNS=20).
+	./scripts/stress-stop.sh
+
+soak: components ## An hour at 200 events/s, 500 reconnecting clients: memory graph, completeness (docs/benchmarks.md).
+	$(CARGO) build --release -p crm-events-sidecar -p crm-events-host -p crm-events-bench
+	./target/release/crm-events-bench soak $(SOAK_ARGS)

@@ -44,16 +44,29 @@ pg_ctl_bin=""
 pg_data=""
 as_postgres=()
 
-# Stops one child: SIGTERM, then SIGKILL if it has not exited within 15 s.
+# The whole stop is bounded: children get SIGTERM newest first and each may finish
+# its graceful stop (the sidecar's is SHUTDOWN_TIMEOUT_SECONDS, 10 s), but whatever
+# still runs STOP_SECONDS (12) after Ctrl-C is killed, and so is Postgres.
+STOP_SECONDS=${STOP_SECONDS:-12}
+
+# Stops one child: SIGTERM, then SIGKILL once the stop's deadline has passed.
 stop_one() {
-  local pid=$1
+  local pid=$1 deadline=$2
   kill -TERM "$pid" 2>/dev/null || return 0
-  for _ in $(seq 1 150); do
-    kill -0 "$pid" 2>/dev/null || break
+  while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do
     sleep 0.1
   done
   kill -KILL "$pid" 2>/dev/null || true
   wait "$pid" 2>/dev/null || true
+}
+
+# Stops the throwaway Postgres in what is left of the deadline (at least 2 s), then
+# immediately (no checkpoint: the cluster is thrown away).
+stop_postgres() {
+  local left=$(($1 - SECONDS))
+  [ "$left" -ge 2 ] || left=2
+  "${as_postgres[@]}" "$pg_ctl_bin" -D "$pg_data" -m fast -w -t "$left" stop >/dev/null 2>&1 ||
+    "${as_postgres[@]}" "$pg_ctl_bin" -D "$pg_data" -m immediate -w -t 5 stop >/dev/null 2>&1 || true
 }
 
 # Stops everything, newest first (the app and the demo before the publisher, the
@@ -61,11 +74,9 @@ stop_one() {
 # anything (a closed stdout must not keep them alive).
 stop() {
   trap - EXIT INT TERM
-  local i
-  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_one "${pids[$i]}"; done
-  if [ -n "$pg_data" ]; then
-    "${as_postgres[@]}" "$pg_ctl_bin" -D "$pg_data" -m fast -w stop >/dev/null 2>&1 || true
-  fi
+  local i deadline=$((SECONDS + STOP_SECONDS))
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do stop_one "${pids[$i]}" "$deadline"; done
+  [ -z "$pg_data" ] || stop_postgres "$deadline"
   rm -rf "$RUN_DIR"
   echo "run: stopped" 2>/dev/null || true
 }

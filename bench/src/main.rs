@@ -9,6 +9,9 @@
 //!   setup latency and events delivered per second.
 //! * `outbox`: outbox → Kafka rows/s of the release publisher against raw idempotent
 //!   produce of the same records (the ceiling), and commit → SSE client latency.
+//! * `soak`: an hour at 200 events/s with 500 clients that drop and resume at
+//!   random: memory of every part over time (a PNG), every client's sequence
+//!   complete, no error logs. Not part of `make bench` (it takes the hour): `make soak`.
 //!
 //! Everything is real: a redis-server, librdkafka's mock cluster (a Kafka-protocol
 //! broker on loopback), a throwaway PostgreSQL, the release sidecar, publisher and host binaries, the `.wasm`
@@ -18,6 +21,7 @@ mod auth;
 mod outbox;
 mod procs;
 mod relay;
+mod soak;
 mod sse;
 
 use clap::{Parser, Subcommand};
@@ -39,6 +43,8 @@ enum Command {
     Auth(auth::Args),
     /// Outbox → Kafka throughput against raw produce; commit → SSE latency.
     Outbox(outbox::Args),
+    /// An hour of steady load with reconnecting clients: memory, completeness, errors.
+    Soak(soak::Args),
 }
 
 #[tokio::main]
@@ -48,5 +54,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Sse(a) => sse::run(a).await,
         Command::Auth(a) => auth::run(a).await,
         Command::Outbox(a) => outbox::run(a).await,
+        Command::Soak(a) => soak::run(a).await,
     }
 }

@@ -29,14 +29,44 @@ impl Drop for Proc {
     }
 }
 
+/// Where a child's log (stderr) goes: this process's stderr, or a file (to be
+/// read back, as the soak does to count error lines).
+#[derive(Clone, Default)]
+pub enum Log {
+    #[default]
+    Inherit,
+    File(PathBuf),
+}
+
+impl Log {
+    /// `dir/<name>.log` when `dir` is set, else inherited.
+    pub fn in_dir(dir: Option<&std::path::Path>, name: &str) -> Log {
+        dir.map_or(Log::Inherit, |d| Log::File(d.join(format!("{name}.log"))))
+    }
+
+    fn stdio(&self) -> Result<Stdio> {
+        Ok(match self {
+            Log::Inherit => Stdio::inherit(),
+            Log::File(path) => std::fs::File::create(path)
+                .with_context(|| format!("creating {}", path.display()))?
+                .into(),
+        })
+    }
+}
+
 /// Starts a release binary with arguments and environment.
 pub fn spawn(name: &str, args: &[&str], env: &[(&str, String)]) -> Result<Proc> {
+    spawn_logged(name, args, env, &Log::Inherit)
+}
+
+/// As [`spawn`], its log going to `log`.
+pub fn spawn_logged(name: &str, args: &[&str], env: &[(&str, String)], log: &Log) -> Result<Proc> {
     let mut cmd = Command::new(binary(name)?);
     cmd.args(args)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit());
+        .stderr(log.stdio()?);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -53,13 +83,25 @@ pub fn sidecar(
     port: u16,
     extra: &[(&str, String)],
 ) -> Result<Proc> {
+    sidecar_logged(redis, kafka, port, extra, &Log::Inherit)
+}
+
+/// As [`sidecar`], its log going to `log`.
+pub fn sidecar_logged(
+    redis: &RedisServer,
+    kafka: &Kafka,
+    port: u16,
+    extra: &[(&str, String)],
+    log: &Log,
+) -> Result<Proc> {
     let base = [
         ("REDIS_URL", redis.url()),
         ("KAFKA_BROKERS", kafka.brokers()),
         ("KAFKA_TOPIC", kafka.topic.clone()),
         ("HTTP_LISTEN", format!("127.0.0.1:{port}")),
     ];
-    spawn("crm-events-sidecar", &[], &[&base[..], extra].concat())
+    let env = [&base[..], extra].concat();
+    spawn_logged("crm-events-sidecar", &[], &env, log)
 }
 
 /// The release publisher of `pg`'s outbox into `kafka`'s topic, its ops port on

@@ -2,7 +2,7 @@
 //! `sse` component on the release test host (a child process, so its memory is its
 //! own) → SSE clients in this process.
 
-use crate::procs::{private_bytes, prompt_fetch, rss_bytes, spawn, until, Proc};
+use crate::procs::{private_bytes, prompt_fetch, rss_bytes, spawn_logged, until, Log, Proc};
 use anyhow::{Context, Result};
 use crm_events_harness::app;
 use crm_events_harness::mock_kafka::Kafka;
@@ -130,11 +130,11 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 }
 
 /// The pipeline under test: Redis, the broker, the release sidecar and host.
-struct Pipeline {
-    redis: RedisServer,
-    kafka: Kafka,
-    _sidecar: Proc,
-    host: Proc,
+pub struct Pipeline {
+    pub redis: RedisServer,
+    pub kafka: Kafka,
+    pub sidecar: Proc,
+    pub host: Proc,
     sidecar_port: u16,
     base: String,
     http: reqwest::Client,
@@ -142,7 +142,7 @@ struct Pipeline {
 
 pub async fn run(a: Args) -> Result<()> {
     let max_instances = a.fanout.iter().copied().max().unwrap_or(0).max(a.clients) + 100;
-    let p = Pipeline::start(max_instances)?;
+    let p = Pipeline::start(max_instances, None)?;
     p.wait_ready().await?;
     latency_run(&p, &a).await?;
     println!(
@@ -159,13 +159,20 @@ pub async fn run(a: Args) -> Result<()> {
 }
 
 impl Pipeline {
-    fn start(max_instances: usize) -> Result<Self> {
+    /// Starts every part; their logs go to `logs/<part>.log` when `logs` is set.
+    pub fn start(max_instances: usize, logs: Option<&std::path::Path>) -> Result<Self> {
         let redis = RedisServer::start()?;
         let kafka = Kafka::start_with_linger(TOPIC, 3, 0);
         let sidecar_port = free_port()?;
-        let sidecar = crate::procs::sidecar(&redis, &kafka, sidecar_port, &[prompt_fetch()])?;
+        let sidecar = crate::procs::sidecar_logged(
+            &redis,
+            &kafka,
+            sidecar_port,
+            &[prompt_fetch()],
+            &Log::in_dir(logs, "sidecar"),
+        )?;
         let port = free_port()?;
-        let host = spawn(
+        let host = spawn_logged(
             "crm-events-host",
             &[
                 "--manifest",
@@ -190,11 +197,12 @@ impl Pipeline {
                 app::cache_dir().to_str().context("path")?,
             ],
             &[],
+            &Log::in_dir(logs, "host"),
         )?;
         Ok(Self {
             redis,
             kafka,
-            _sidecar: sidecar,
+            sidecar,
             host,
             sidecar_port,
             base: format!("http://127.0.0.1:{port}"),
@@ -211,7 +219,7 @@ impl Pipeline {
     }
 
     /// Waits for the app to answer and the sidecar to have its partitions.
-    async fn wait_ready(&self) -> Result<()> {
+    pub async fn wait_ready(&self) -> Result<()> {
         until("the app", Duration::from_secs(120), || {
             self.get_ok(format!("{}/healthz", self.base))
         })
@@ -239,7 +247,7 @@ impl Pipeline {
         .await
     }
 
-    fn stream_url(&self) -> String {
+    pub fn stream_url(&self) -> String {
         format!("{}/crm-events", self.base)
     }
 }

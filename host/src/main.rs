@@ -25,6 +25,10 @@ struct Args {
     /// Cap on live component instances (Spin's default is 1000).
     #[arg(long, default_value_t = crm_events_host::runtime::DEFAULT_MAX_INSTANCES, env = "SPIN_MAX_INSTANCE_COUNT")]
     max_instances: usize,
+    /// Deadline of a Redis command beyond the time it asks to block, in ms (0: none,
+    /// as in Spin, where a hung Redis hangs every request).
+    #[arg(long, default_value_t = crm_events_host::runtime::DEFAULT_REDIS_TIMEOUT.as_millis() as u64, env = "CRM_EVENTS_HOST_REDIS_TIMEOUT_MS")]
+    redis_timeout_ms: u64,
     /// Directory for compiled components (reused across runs).
     #[arg(long, default_value = "target/crm-events-host-cache")]
     cache_dir: PathBuf,
@@ -48,6 +52,8 @@ async fn main() -> Result<()> {
     let mut config = HostConfig::new(&args.manifest);
     config.max_instances = args.max_instances;
     config.cache_dir = Some(args.cache_dir);
+    config.redis_timeout = (args.redis_timeout_ms > 0)
+        .then(|| std::time::Duration::from_millis(args.redis_timeout_ms));
     config.variables = args.variables.into_iter().collect();
     let host = Host::load(config)
         .await

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 use tokio::sync::Semaphore;
 use wasmtime::component::{Component, HasSelf, Linker, Resource, ResourceTable};
 use wasmtime::{Config, Engine, Store};
@@ -29,6 +30,9 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 /// Spin's default cap on live instances.
 pub const DEFAULT_MAX_INSTANCES: usize = 1000;
 
+/// How long a Redis command may take (beyond its own block time) by default.
+pub const DEFAULT_REDIS_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How to start a host.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
@@ -40,6 +44,9 @@ pub struct HostConfig {
     pub max_instances: usize,
     /// Where compiled components are cached between runs (None: no cache).
     pub cache_dir: Option<PathBuf>,
+    /// How long a Redis command may take beyond the time it asks Redis to block
+    /// (`None`: forever, as Spin does). See [`crate::spin_apis::redis`].
+    pub redis_timeout: Option<Duration>,
 }
 
 impl HostConfig {
@@ -50,6 +57,7 @@ impl HostConfig {
             variables: HashMap::new(),
             max_instances: DEFAULT_MAX_INSTANCES,
             cache_dir: None,
+            redis_timeout: Some(DEFAULT_REDIS_TIMEOUT),
         }
     }
 
@@ -66,6 +74,7 @@ pub struct InstanceState {
     http: WasiHttpCtx,
     pub(crate) table: ResourceTable,
     pub(crate) component: Arc<ComponentSpec>,
+    pub(crate) redis_timeout: Option<Duration>,
 }
 
 impl WasiView for InstanceState {
@@ -98,6 +107,7 @@ pub struct Host {
     components: HashMap<String, Loaded>,
     instances: Arc<Semaphore>,
     max_instances: usize,
+    redis_timeout: Option<Duration>,
 }
 
 /// The response type the host produces.
@@ -145,6 +155,7 @@ impl Host {
             components,
             instances: Arc::new(Semaphore::new(config.max_instances)),
             max_instances: config.max_instances,
+            redis_timeout: config.redis_timeout,
         }))
     }
 
@@ -198,7 +209,7 @@ impl Host {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let mut store = new_store(loaded);
+        let mut store = new_store(loaded, self.redis_timeout);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -256,7 +267,7 @@ fn add_spin_headers<B>(req: &mut hyper::Request<B>, peer: SocketAddr, route: &Ro
 }
 
 /// A fresh store for one instance of `loaded`.
-fn new_store(loaded: &Loaded) -> Store<InstanceState> {
+fn new_store(loaded: &Loaded, redis_timeout: Option<Duration>) -> Store<InstanceState> {
     Store::new(
         loaded.pre.engine(),
         InstanceState {
@@ -264,6 +275,7 @@ fn new_store(loaded: &Loaded) -> Store<InstanceState> {
             http: WasiHttpCtx::new(),
             table: ResourceTable::new(),
             component: loaded.spec.clone(),
+            redis_timeout,
         },
     )
 }

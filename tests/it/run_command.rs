@@ -95,11 +95,14 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
         .status()
         .unwrap()
         .success());
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let interrupted = Instant::now();
+    let deadline = interrupted + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {
         assert!(Instant::now() < deadline, "run.sh did not stop");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Read by scripts/stress-stop.sh, which runs this test under load.
+    eprintln!("run.sh stopped in {} ms", interrupted.elapsed().as_millis());
     for p in ports {
         let deadline = Instant::now() + Duration::from_secs(10);
         while std::net::TcpStream::connect(("127.0.0.1", p)).is_ok() {

@@ -138,6 +138,12 @@ fn viewer_page_in_headless_chromium() {
                 app = start_app(port, &redis);
                 reply("1".into());
             }
+            "FLUSH" => {
+                let () = redis::cmd("FLUSHALL")
+                    .query(&mut redis.connection().unwrap())
+                    .unwrap();
+                reply("flushed".into());
+            }
             "OK" => {
                 result = Some(Ok(()));
                 break;

@@ -20,9 +20,18 @@ impl Kafka {
 
     /// As [`Kafka::start`], with the producer's `linger.ms` (0 for latency runs).
     pub fn start_with_linger(topic: &str, partitions: i32, linger_ms: u32) -> Kafka {
-        let cluster = MockCluster::new(1).expect("mock cluster");
+        Self::start_with(topic, partitions, 1, linger_ms)
+    }
+
+    /// A cluster of `brokers` brokers (ids 1..=brokers), the topic replicated on all.
+    pub fn start_on(topic: &str, partitions: i32, brokers: i32) -> Kafka {
+        Self::start_with(topic, partitions, brokers, 2)
+    }
+
+    fn start_with(topic: &str, partitions: i32, brokers: i32, linger_ms: u32) -> Kafka {
+        let cluster = MockCluster::new(brokers).expect("mock cluster");
         cluster
-            .create_topic(topic, partitions, 1)
+            .create_topic(topic, partitions, brokers)
             .expect("create topic");
         let producer: ThreadedProducer<DefaultProducerContext> = ClientConfig::new()
             .set("bootstrap.servers", cluster.bootstrap_servers())

@@ -10,11 +10,23 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// How a server keeps its data across a restart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Persistence {
+    /// Nothing: a restart comes back empty (an RDB file put in its directory loads).
+    None,
+    /// Append-only file, fsync on every write: a restart keeps every acknowledged write.
+    AofAlways,
+    /// Append-only file, fsync every second (the recommended production setting): a
+    /// crash may lose the last second.
+    AofEverysec,
+}
+
 /// A running (or stopped) redis-server owned by this process.
 pub struct RedisServer {
     port: u16,
     dir: PathBuf,
-    persistent: bool,
+    persistence: Persistence,
     child: Option<Child>,
 }
 
@@ -28,15 +40,16 @@ pub fn free_port() -> Result<u16> {
 impl RedisServer {
     /// Starts a server without persistence.
     pub fn start() -> Result<Self> {
-        Self::launch(false)
+        Self::launch(Persistence::None)
     }
 
     /// Starts a server that writes every command to its append-only file first.
     pub fn start_persistent() -> Result<Self> {
-        Self::launch(true)
+        Self::launch(Persistence::AofAlways)
     }
 
-    fn launch(persistent: bool) -> Result<Self> {
+    /// Starts a server with the given persistence.
+    pub fn launch(persistence: Persistence) -> Result<Self> {
         let port = free_port()?;
         let dir =
             std::env::temp_dir().join(format!("crm-events-redis-{}-{port}", std::process::id()));
@@ -44,7 +57,7 @@ impl RedisServer {
         let mut server = Self {
             port,
             dir,
-            persistent,
+            persistence,
             child: None,
         };
         server.restart()?;
@@ -83,12 +96,15 @@ impl RedisServer {
         cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .args(["--dir", &self.dir.to_string_lossy()])
             .args(["--save", ""])
-            .args(["--protected-mode", "no"]);
-        if self.persistent {
-            cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
-        } else {
-            cmd.args(["--appendonly", "no"]);
-        }
+            .args(["--protected-mode", "no"])
+            .args(["--enable-debug-command", "local"]);
+        match self.persistence {
+            Persistence::AofAlways => cmd.args(["--appendonly", "yes", "--appendfsync", "always"]),
+            Persistence::AofEverysec => {
+                cmd.args(["--appendonly", "yes", "--appendfsync", "everysec"])
+            }
+            Persistence::None => cmd.args(["--appendonly", "no"]),
+        };
         let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -119,6 +135,46 @@ impl RedisServer {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Saves the dataset (`SAVE`) and keeps a copy of it: what a replica that stops
+    /// receiving writes now would hold.
+    pub fn snapshot(&self) -> Result<PathBuf> {
+        let () = redis::cmd("SAVE").query(&mut self.connection()?)?;
+        let copy = self.dir.join("snapshot.rdb");
+        std::fs::copy(self.dir.join("dump.rdb"), &copy)?;
+        Ok(copy)
+    }
+
+    /// Kills the server and starts it again from `snapshot` (a failover to a replica
+    /// that missed every write since). Only without an append-only file.
+    pub fn restart_from(&mut self, snapshot: &std::path::Path) -> Result<()> {
+        assert_eq!(
+            self.persistence,
+            Persistence::None,
+            "an AOF would win over the RDB"
+        );
+        self.stop();
+        std::fs::copy(snapshot, self.dir.join("dump.rdb"))?;
+        self.restart()
+    }
+
+    /// Freezes the server (SIGSTOP): it keeps its connections but answers nothing.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused server (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {signal}");
     }
 
     /// A synchronous client connection (for test setup and assertions).

@@ -112,10 +112,17 @@ impl Redis {
 
     /// Counts one request in `crm_events_http_requests_total`, best effort (see
     /// [`crate::metrics::HTTP_REQUESTS_TOTAL`] for the rule).
-    pub fn count_request(&self, keys: &Keys, method: &Method, path: &str) {
+    /// A metrics write must never fail the request it counts: callers may ignore
+    /// the result (it tells whether Redis answered).
+    pub fn count_request(
+        &self,
+        keys: &Keys,
+        method: &Method,
+        path: &str,
+    ) -> Result<(), RedisError> {
         let field = crate::http::request_counter_field(&method.to_string(), path);
-        // A metrics write must never fail the request it counts.
-        let _ = self.run("HINCRBY", &[&keys.http_requests(), &field, "1"]);
+        self.run("HINCRBY", &[&keys.http_requests(), &field, "1"])
+            .map(drop)
     }
 }
 
@@ -217,10 +224,8 @@ pub fn now_seconds() -> u64 {
 
 /// Counts a request for a component that needs no Redis connection of its own: opens
 /// one, counts, closes. Best effort, like [`Redis::count_request`].
-pub fn count_request(config: &CommonConfig, method: &Method, path: &str) {
-    if let Ok(redis) = Redis::open(&config.redis_address) {
-        redis.count_request(&config.keys, method, path);
-    }
+pub fn count_request(config: &CommonConfig, method: &Method, path: &str) -> Result<(), RedisError> {
+    Redis::open(&config.redis_address)?.count_request(&config.keys, method, path)
 }
 
 /// The 405 answer for anything but `GET`/`HEAD`, or `None` when the method is fine.

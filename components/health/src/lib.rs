@@ -26,7 +26,7 @@ fn handle(req: Request) -> Response {
     let config = CommonConfig::load(&SpinVariables);
     let redis = Redis::open(&config.redis_address);
     if let Ok(r) = &redis {
-        r.count_request(&config.keys, req.method(), routes::READYZ);
+        let _ = r.count_request(&config.keys, req.method(), routes::READYZ);
     }
     reject_unless_get(&req).unwrap_or_else(|| readiness(&config, redis))
 }

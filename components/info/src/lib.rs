@@ -1,5 +1,7 @@
 //! The `info` component: `GET /` describes the service, and every path no other
-//! component claims (`/...` in `spin.toml`) gets a JSON 404.
+//! component claims (`/...` in `spin.toml`) gets a JSON 404. Counting the request
+//! is its probe of Redis: when Redis does not answer, `GET /` is `503
+//! redis_unavailable` rather than a "ready" it cannot vouch for.
 
 use crm_events_contracts::config::CommonConfig;
 use crm_events_contracts::http::{routes, Refusal};
@@ -13,7 +15,7 @@ use spin_sdk::http_component;
 fn handle(req: Request) -> Response {
     let config = CommonConfig::load(&SpinVariables);
     let path = req.path().to_string();
-    count_request(&config, req.method(), &path);
+    let redis = count_request(&config, req.method(), &path);
     if path != routes::INFO {
         let refusal = Refusal::new(404, "not_found", "no such route")
             .with("path", path)
@@ -22,6 +24,10 @@ fn handle(req: Request) -> Response {
     }
     if let Some(r) = reject_unless_get(&req) {
         return r;
+    }
+    // "ready" is a claim about Redis too: the count is the probe.
+    if let Err(e) = redis {
+        return refusal_response(&Refusal::redis_unavailable(e));
     }
     let body = serde_json::json!({
         "ok": true,

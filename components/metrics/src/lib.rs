@@ -24,7 +24,7 @@ fn handle(req: Request) -> Response {
     };
     let redis = Redis::open(&config.common.redis_address);
     if let Ok(r) = &redis {
-        r.count_request(&config.common.keys, req.method(), routes::METRICS);
+        let _ = r.count_request(&config.common.keys, req.method(), routes::METRICS);
     }
     if let Some(r) = reject_unless_get(&req) {
         return r;

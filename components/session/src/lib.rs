@@ -20,7 +20,8 @@ use spin_sdk::http_component;
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    count_request(
+    // Best effort: the page (and a session) need no Redis.
+    let _ = count_request(
         &CommonConfig::load(&SpinVariables),
         req.method(),
         routes::SESSION,

@@ -109,7 +109,7 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let call = Call::read(&req, &config);
     let control = Redis::open(&config.common.redis_address);
     if let Ok(c) = &control {
-        c.count_request(&config.common.keys, &call.method, routes::EVENTS);
+        let _ = c.count_request(&config.common.keys, &call.method, routes::EVENTS);
     }
     match call.method {
         Method::Get => match open(&call, &config, &verifier, control) {

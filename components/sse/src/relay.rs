@@ -5,7 +5,9 @@
 //! * Filtered-out entries are not sent, but the position still advances: when a batch
 //!   ends on a filtered entry an id-only frame moves the client's `Last-Event-ID`.
 //! * The stream ends cleanly when `max_stream_seconds` is reached, when Redis fails
-//!   (the client reconnects and resumes exactly), or when the client is gone.
+//!   (the client reconnects and resumes exactly), or when the client is gone. A
+//!   Redis that hangs (a read that fails only after its whole block time) does not
+//!   end it: keepalives go on and the stream carries on where it was.
 
 use crate::Opened;
 use crm_events_contracts::config::SseConfig;
@@ -133,8 +135,13 @@ impl<'a> Relay<'a> {
         let Some(block) = self.block_time() else {
             return end("stream time limit reached; reconnect to resume");
         };
+        let started = Instant::now();
         let entries = match self.read(block) {
             Ok(entries) => entries,
+            // The read waited out its whole block time before failing: Redis hangs
+            // (a host deadline gave up on it), it is not gone. Keep the stream and
+            // read again from the same position; a reconnect would only meet 503s.
+            Err(_) if started.elapsed() >= block => Vec::new(),
             Err(e) => return end(&format!("{e}; reconnect to resume")),
         };
         let mut frames = String::new();

@@ -16,7 +16,8 @@ const PAGE: &str = include_str!("page.html");
 
 #[http_component]
 fn handle(req: Request) -> Response {
-    count_request(
+    // Best effort: the page (and a session) need no Redis.
+    let _ = count_request(
         &CommonConfig::load(&SpinVariables),
         req.method(),
         routes::VIEWER,

@@ -1,18 +1,86 @@
 //! `fermyon:spin/redis@2.0.0`, as Spin implements it: `open` makes one multiplexed
-//! Redis connection with no response timeout (so `XREAD BLOCK` waits as long as it
-//! asks to), the address must be permitted by the component's
+//! Redis connection, the address must be permitted by the component's
 //! `allowed_outbound_hosts`, and `execute` flattens the reply (arrays spliced in, nil
 //! and `OK` dropped).
+//!
+//! One difference, on purpose: Spin gives a command no deadline, so a Redis that
+//! hangs (stopped, not down) hangs every request with it. This host bounds each
+//! command by [`HostConfig::redis_timeout`](crate::HostConfig) (2 s by default)
+//! plus whatever the command asks Redis to block for (`XREAD BLOCK 15000` may take
+//! 17 s); the component gets an error it can answer `503` with.
 
 use super::address_allowed;
 use super::fermyon::spin::redis::{self as wit, Error as RedisError, RedisParameter, RedisResult};
 use crate::runtime::InstanceState;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncCommands, Value};
+use std::future::Future;
+use std::time::Duration;
 use wasmtime::component::Resource;
 
-/// The host side of a `connection` resource.
-pub struct RedisConnection(MultiplexedConnection);
+/// The host side of a `connection` resource: the connection and the host's
+/// deadline for its commands (`None`: wait forever, as Spin does).
+pub struct RedisConnection {
+    conn: MultiplexedConnection,
+    timeout: Option<Duration>,
+}
+
+/// How long a command asks Redis to block before it answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Blocking {
+    /// Not a blocking command: Redis answers at once.
+    No,
+    /// Up to this long (`XREAD BLOCK 5000`, `BLPOP k 5`).
+    For(Duration),
+    /// Until there is something (`BLOCK 0`, a timeout of 0).
+    Forever,
+}
+
+/// What `command` with `args` asks Redis to block for.
+pub fn blocking_time(command: &str, args: &[RedisParameter]) -> Blocking {
+    let text = |a: &RedisParameter| match a {
+        RedisParameter::Int64(i) => i.to_string(),
+        RedisParameter::Binary(b) => String::from_utf8_lossy(b).into_owned(),
+    };
+    let seconds = |a: Option<&RedisParameter>| a.map(text).and_then(|t| t.parse::<f64>().ok());
+    let millis = match command.to_ascii_uppercase().as_str() {
+        "XREAD" | "XREADGROUP" => args
+            .iter()
+            .position(|a| text(a).eq_ignore_ascii_case("BLOCK"))
+            .and_then(|i| seconds(args.get(i + 1))),
+        "BLPOP" | "BRPOP" | "BZPOPMIN" | "BZPOPMAX" | "BLMOVE" | "BRPOPLPUSH" => {
+            seconds(args.last()).map(|s| s * 1000.0)
+        }
+        "BLMPOP" | "BZMPOP" => seconds(args.first()).map(|s| s * 1000.0),
+        "WAIT" => seconds(args.last()),
+        _ => return Blocking::No,
+    };
+    match millis {
+        None => Blocking::No,
+        Some(ms) if ms <= 0.0 => Blocking::Forever,
+        Some(ms) => Blocking::For(Duration::from_micros((ms * 1000.0) as u64)),
+    }
+}
+
+/// Runs `command` under its deadline: `timeout` plus the time it may block.
+async fn bounded<T>(
+    timeout: Option<Duration>,
+    blocking: Blocking,
+    command: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, RedisError> {
+    let deadline = match (timeout, blocking) {
+        (None, _) | (_, Blocking::Forever) => return command.await.map_err(other),
+        (Some(t), Blocking::No) => t,
+        (Some(t), Blocking::For(block)) => t + block,
+    };
+    match tokio::time::timeout(deadline, command).await {
+        Ok(result) => result.map_err(other),
+        Err(_) => Err(RedisError::Other(format!(
+            "Redis did not answer within {} ms",
+            deadline.as_millis()
+        ))),
+    }
+}
 
 /// Flattens a reply the way Spin does.
 pub fn flatten(value: Value) -> Vec<RedisResult> {
@@ -48,6 +116,18 @@ fn other(e: impl std::fmt::Display) -> RedisError {
 
 impl wit::Host for InstanceState {}
 
+impl InstanceState {
+    /// A handle on the resource's connection (a cheap clone of the multiplexed
+    /// connection) and its deadline.
+    fn connection(
+        &self,
+        c: &Resource<RedisConnection>,
+    ) -> wasmtime::Result<(MultiplexedConnection, Option<Duration>)> {
+        let c = self.table.get(c)?;
+        Ok((c.conn.clone(), c.timeout))
+    }
+}
+
 impl wit::HostConnection for InstanceState {
     async fn open(
         &mut self,
@@ -60,17 +140,19 @@ impl wit::HostConnection for InstanceState {
             Ok(c) => c,
             Err(_) => return Ok(Err(RedisError::InvalidAddress)),
         };
+        // The handshake is a command too: bounded by the same deadline.
+        let timeout = self.redis_timeout;
         let config = redis::AsyncConnectionConfig::new()
             .set_response_timeout(None)
-            .set_connection_timeout(Some(std::time::Duration::from_secs(5)));
+            .set_connection_timeout(Some(timeout.unwrap_or(Duration::from_secs(5))));
         let conn = match client
             .get_multiplexed_async_connection_with_config(&config)
             .await
         {
-            Ok(c) => c,
+            Ok(conn) => conn,
             Err(e) => return Ok(Err(other(e))),
         };
-        Ok(Ok(self.table.push(RedisConnection(conn))?))
+        Ok(Ok(self.table.push(RedisConnection { conn, timeout })?))
     }
 
     async fn publish(
@@ -79,11 +161,8 @@ impl wit::HostConnection for InstanceState {
         channel: String,
         payload: Vec<u8>,
     ) -> wasmtime::Result<Result<(), RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn
-            .publish::<_, _, ()>(channel, payload)
-            .await
-            .map_err(other))
+        let (mut conn, t) = self.connection(&c)?;
+        Ok(bounded(t, Blocking::No, conn.publish(channel, payload)).await)
     }
 
     async fn get(
@@ -91,8 +170,8 @@ impl wit::HostConnection for InstanceState {
         c: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Option<Vec<u8>>, RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn.get(key).await.map_err(other))
+        let (mut conn, t) = self.connection(&c)?;
+        Ok(bounded(t, Blocking::No, conn.get(key)).await)
     }
 
     async fn set(
@@ -101,8 +180,8 @@ impl wit::HostConnection for InstanceState {
         key: String,
         value: Vec<u8>,
     ) -> wasmtime::Result<Result<(), RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn.set::<_, _, ()>(key, value).await.map_err(other))
+        let (mut conn, t) = self.connection(&c)?;
+        Ok(bounded(t, Blocking::No, conn.set(key, value)).await)
     }
 
     async fn incr(
@@ -110,8 +189,8 @@ impl wit::HostConnection for InstanceState {
         c: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<i64, RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn.incr(key, 1).await.map_err(other))
+        let (mut conn, t) = self.connection(&c)?;
+        Ok(bounded(t, Blocking::No, conn.incr(key, 1)).await)
     }
 
     async fn del(
@@ -119,8 +198,8 @@ impl wit::HostConnection for InstanceState {
         c: Resource<RedisConnection>,
         keys: Vec<String>,
     ) -> wasmtime::Result<Result<u32, RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn.del(keys).await.map_err(other))
+        let (mut conn, t) = self.connection(&c)?;
+        Ok(bounded(t, Blocking::No, conn.del(keys)).await)
     }
 
     async fn sadd(
@@ -129,8 +208,8 @@ impl wit::HostConnection for InstanceState {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn.sadd(key, values).await.map_err(other))
+        let (mut conn, t) = self.connection(&c)?;
+        Ok(bounded(t, Blocking::No, conn.sadd(key, values)).await)
     }
 
     async fn smembers(
@@ -138,8 +217,8 @@ impl wit::HostConnection for InstanceState {
         c: Resource<RedisConnection>,
         key: String,
     ) -> wasmtime::Result<Result<Vec<String>, RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn.smembers(key).await.map_err(other))
+        let (mut conn, t) = self.connection(&c)?;
+        Ok(bounded(t, Blocking::No, conn.smembers(key)).await)
     }
 
     async fn srem(
@@ -148,8 +227,8 @@ impl wit::HostConnection for InstanceState {
         key: String,
         values: Vec<String>,
     ) -> wasmtime::Result<Result<u32, RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
-        Ok(conn.srem(key, values).await.map_err(other))
+        let (mut conn, t) = self.connection(&c)?;
+        Ok(bounded(t, Blocking::No, conn.srem(key, values)).await)
     }
 
     async fn execute(
@@ -158,7 +237,8 @@ impl wit::HostConnection for InstanceState {
         command: String,
         arguments: Vec<RedisParameter>,
     ) -> wasmtime::Result<Result<Vec<RedisResult>, RedisError>> {
-        let conn = &mut self.table.get_mut(&c)?.0;
+        let (mut conn, t) = self.connection(&c)?;
+        let blocking = blocking_time(&command, &arguments);
         let mut cmd = redis::cmd(&command);
         for a in arguments {
             match a {
@@ -166,11 +246,8 @@ impl wit::HostConnection for InstanceState {
                 RedisParameter::Binary(b) => cmd.arg(b),
             };
         }
-        Ok(cmd
-            .query_async::<Value>(conn)
-            .await
-            .map(flatten)
-            .map_err(other))
+        let reply = bounded(t, blocking, cmd.query_async::<Value>(&mut conn)).await;
+        Ok(reply.map(flatten))
     }
 
     async fn drop(&mut self, c: Resource<RedisConnection>) -> wasmtime::Result<()> {
@@ -201,5 +278,49 @@ mod tests {
         assert!(flatten(Value::Nil).is_empty());
         assert!(flatten(Value::Okay).is_empty());
         assert!(matches!(flatten(Value::Int(3))[0], RedisResult::Int64(3)));
+    }
+
+    fn args(list: &[&str]) -> Vec<RedisParameter> {
+        list.iter()
+            .map(|a| RedisParameter::Binary(a.as_bytes().to_vec()))
+            .collect()
+    }
+
+    #[test]
+    fn blocking_commands_get_their_block_time_on_top_of_the_deadline() {
+        let ms = |n| Blocking::For(Duration::from_millis(n));
+        let xread = args(&["COUNT", "10", "block", "15000", "STREAMS", "s", "$"]);
+        assert_eq!(blocking_time("XREAD", &xread), ms(15_000));
+        assert_eq!(
+            blocking_time("xread", &args(&["STREAMS", "s", "$"])),
+            Blocking::No
+        );
+        let forever = args(&["BLOCK", "0", "STREAMS", "s", "$"]);
+        assert_eq!(blocking_time("XREAD", &forever), Blocking::Forever);
+        assert_eq!(blocking_time("BLPOP", &args(&["a", "b", "1.5"])), ms(1_500));
+        assert_eq!(
+            blocking_time("BLMPOP", &args(&["2", "1", "a", "LEFT"])),
+            ms(2_000)
+        );
+        assert_eq!(blocking_time("WAIT", &args(&["1", "250"])), ms(250));
+        assert_eq!(blocking_time("HGET", &args(&["h", "BLOCK"])), Blocking::No);
+        let int = [
+            RedisParameter::Binary(b"BLOCK".to_vec()),
+            RedisParameter::Int64(20),
+        ];
+        assert_eq!(blocking_time("XREAD", &int), ms(20));
+    }
+
+    #[tokio::test]
+    async fn a_command_past_its_deadline_is_an_error_naming_it() {
+        let never = std::future::pending::<redis::RedisResult<()>>();
+        let t = Some(Duration::from_millis(20));
+        let err = bounded(t, Blocking::No, never).await.unwrap_err();
+        assert!(
+            matches!(&err, RedisError::Other(m) if m.contains("within 20 ms")),
+            "{err:?}"
+        );
+        let quick = async { Ok::<_, redis::RedisError>(7) };
+        assert_eq!(bounded(t, Blocking::Forever, quick).await.unwrap(), 7);
     }
 }
