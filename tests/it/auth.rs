@@ -443,7 +443,7 @@ async fn no_event_crosses_tenants_under_load_live_resumed_or_replayed() {
         .map(|(mut c, scope)| {
             let want = expected(&scope, 0);
             tokio::spawn(async move {
-                let got = c.domain_events(want.len(), Duration::from_secs(60)).await;
+                let got = c.domain_events(want.len(), Duration::from_secs(120)).await;
                 let ids: Vec<&str> = got.iter().map(|(id, _)| stream_id(id)).collect();
                 assert_eq!(ids, want, "scope {scope:?}");
                 // Nothing more arrives for it.

@@ -5,9 +5,10 @@
 //!
 //! One difference, on purpose: Spin gives a command no deadline, so a Redis that
 //! hangs (stopped, not down) hangs every request with it. This host bounds each
-//! command by [`HostConfig::redis_timeout`](crate::HostConfig) (2 s by default)
-//! plus whatever the command asks Redis to block for (`XREAD BLOCK 15000` may take
-//! 17 s); the component gets an error it can answer `503` with.
+//! command by [`HostConfig::redis_timeout`](crate::HostConfig) (2 s by default),
+//! and one that asks Redis to block by twice its block time (at least the block time
+//! plus the deadline: `XREAD BLOCK 15000` may take 30 s); the component gets an
+//! error it can answer `503` with.
 
 use super::address_allowed;
 use super::fermyon::spin::redis::{self as wit, Error as RedisError, RedisParameter, RedisResult};
@@ -62,7 +63,10 @@ pub fn blocking_time(command: &str, args: &[RedisParameter]) -> Blocking {
     }
 }
 
-/// Runs `command` under its deadline: `timeout` plus the time it may block.
+/// Runs `command` under its deadline: `timeout` for a command Redis answers at once;
+/// for one that may block, its block time plus the larger of the two (a busy host
+/// that polls a reply late must not give up on a read Redis has answered: that
+/// would throw the reply away and ask again, adding load where there is too much).
 async fn bounded<T>(
     timeout: Option<Duration>,
     blocking: Blocking,
@@ -71,7 +75,7 @@ async fn bounded<T>(
     let deadline = match (timeout, blocking) {
         (None, _) | (_, Blocking::Forever) => return command.await.map_err(other),
         (Some(t), Blocking::No) => t,
-        (Some(t), Blocking::For(block)) => t + block,
+        (Some(t), Blocking::For(block)) => block + t.max(block),
     };
     match tokio::time::timeout(deadline, command).await {
         Ok(result) => result.map_err(other),
