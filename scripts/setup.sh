@@ -8,7 +8,8 @@
 #   server on :9090, the sidecar's port);
 #   with --test also Chromium, Node.js (20 or newer) and playwright-core for the
 #   browser test;
-#   with --lint also cargo-machete (unused dependencies).
+#   with --lint also cargo-machete (unused dependencies);
+#   with --bench nginx and its Nchan module, unpacked (the benchmarks' reference).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -93,6 +94,21 @@ fi
 if [ "${1:-}" = "--lint" ] && ! cargo machete --version >/dev/null 2>&1; then
   echo "setup: installing cargo-machete"
   cargo install --locked --version 0.9.2 cargo-machete
+fi
+
+# The benchmarks' reference: Debian's nginx and Nchan module, unpacked into
+# target/tools/nginx (installing the packages would start nginx on :80). Nchan
+# creates nginx's compiled-in body directory, /var/lib/nginx/body, at start.
+if [ "${1:-}" = "--bench" ] && [ ! -x target/tools/nginx/usr/sbin/nginx ]; then
+  echo "setup: unpacking nginx and libnginx-mod-nchan into target/tools/nginx"
+  apt_update
+  work=$(mktemp -d)
+  (cd "$work" && apt-get download -qq nginx libnginx-mod-nchan)
+  for deb in "$work"/*.deb; do dpkg-deb -x "$deb" target/tools/nginx; done
+  rm -rf "$work"
+fi
+if [ "${1:-}" = "--bench" ] && [ ! -d /var/lib/nginx ]; then
+  $SUDO mkdir -p /var/lib/nginx
 fi
 
 if ! rustup target list --installed | grep -qx wasm32-wasip2; then

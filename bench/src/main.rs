@@ -9,6 +9,9 @@
 //!   setup latency and events delivered per second.
 //! * `outbox`: outbox → Kafka rows/s of the release publisher against raw idempotent
 //!   produce of the same records (the ceiling), and commit → SSE client latency.
+//! * `reference`: the same workloads (clients × rate, payload) against crm-events
+//!   and Nchan (nginx + Nchan, memory store) in the same run: p99, delivered/s, CPU
+//!   per delivered event, memory per stream, and the ratios.
 //! * `soak`: an hour at 200 events/s with 500 clients that drop and resume at
 //!   random: memory of every part over time (a PNG), every client's sequence
 //!   complete, no error logs. Not part of `make bench` (it takes the hour): `make soak`.
@@ -20,6 +23,7 @@
 mod auth;
 mod outbox;
 mod procs;
+mod reference;
 mod relay;
 mod soak;
 mod sse;
@@ -43,6 +47,8 @@ enum Command {
     Auth(auth::Args),
     /// Outbox → Kafka throughput against raw produce; commit → SSE latency.
     Outbox(outbox::Args),
+    /// The same workloads against crm-events and Nchan, with ratios.
+    Reference(reference::Args),
     /// An hour of steady load with reconnecting clients: memory, completeness, errors.
     Soak(soak::Args),
 }
@@ -55,5 +61,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Auth(a) => auth::run(a).await,
         Command::Outbox(a) => outbox::run(a).await,
         Command::Soak(a) => soak::run(a).await,
+        Command::Reference(a) => reference::run(a).await,
     }
 }

@@ -317,7 +317,7 @@ pub async fn run(a: Args) -> Result<()> {
     })?;
     let logs = crm_events_harness::app::root().join("target/soak-logs");
     std::fs::create_dir_all(&logs)?;
-    let p = Pipeline::start(a.clients + 100, Some(&logs))?;
+    let p = Pipeline::start(a.clients + 100, Some(&logs), true)?;
     p.wait_ready().await?;
     let shared = Arc::new(Shared::default());
     let max_hold = Duration::from_secs(a.max_connection_seconds.max(2));

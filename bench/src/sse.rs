@@ -32,7 +32,7 @@ pub struct Args {
     fanout_events: usize,
 }
 
-fn now_us() -> i64 {
+pub fn now_us() -> i64 {
     (time::OffsetDateTime::now_utc().unix_timestamp_nanos() / 1000) as i64
 }
 
@@ -85,8 +85,12 @@ async fn receive(clients: Vec<SseClient>, n: usize) -> Vec<(bool, Vec<(i64, i64)
                     let Some(sent) = sent_us(&e.data) else {
                         continue;
                     };
-                    let parse =
-                        |s: &str| s.parse::<crm_events_contracts::stream_id::StreamId>().ok();
+                    // Ids carry the stream's epoch: order by the stream id part.
+                    let parse = |s: &str| {
+                        crm_events_harness::sse_client::stream_id(s)
+                            .parse::<crm_events_contracts::stream_id::StreamId>()
+                            .ok()
+                    };
                     ordered &= last.is_empty() || parse(&e.id) > parse(&last);
                     last = e.id.clone();
                     let redis_us =
@@ -109,7 +113,7 @@ async fn receive(clients: Vec<SseClient>, n: usize) -> Vec<(bool, Vec<(i64, i64)
 }
 
 /// The `SentUs` stamp of a domain event's data, found without parsing the JSON.
-fn sent_us(data: &str) -> Option<i64> {
+pub fn sent_us(data: &str) -> Option<i64> {
     if !data.starts_with(r#"{"kind":"domain_event""#) {
         return None;
     }
@@ -121,7 +125,7 @@ fn sent_us(data: &str) -> Option<i64> {
     digits[..end].parse().ok()
 }
 
-fn percentile(sorted: &[i64], p: f64) -> f64 {
+pub fn percentile(sorted: &[i64], p: f64) -> f64 {
     if sorted.is_empty() {
         return f64::NAN;
     }
@@ -131,10 +135,12 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 
 /// The pipeline under test: Redis, the broker, the release sidecar and host.
 pub struct Pipeline {
-    pub redis: RedisServer,
-    pub kafka: Kafka,
-    pub sidecar: Proc,
+    // Dropped in this order: the app and the sidecar stop before their Kafka and
+    // Redis go (no error noise between runs).
     pub host: Proc,
+    pub sidecar: Proc,
+    pub kafka: Kafka,
+    pub redis: RedisServer,
     sidecar_port: u16,
     base: String,
     http: reqwest::Client,
@@ -142,7 +148,7 @@ pub struct Pipeline {
 
 pub async fn run(a: Args) -> Result<()> {
     let max_instances = a.fanout.iter().copied().max().unwrap_or(0).max(a.clients) + 100;
-    let p = Pipeline::start(max_instances, None)?;
+    let p = Pipeline::start(max_instances, None, true)?;
     p.wait_ready().await?;
     latency_run(&p, &a).await?;
     println!(
@@ -160,8 +166,20 @@ pub async fn run(a: Args) -> Result<()> {
 
 impl Pipeline {
     /// Starts every part; their logs go to `logs/<part>.log` when `logs` is set.
-    pub fn start(max_instances: usize, logs: Option<&std::path::Path>) -> Result<Self> {
+    /// `nodelay`: the host sets `TCP_NODELAY` (as `make run` does; Spin 4 does not).
+    pub fn start(
+        max_instances: usize,
+        logs: Option<&std::path::Path>,
+        nodelay: bool,
+    ) -> Result<Self> {
         let redis = RedisServer::start()?;
+        // Every stream holds two Redis connections: the default maxclients (10,000)
+        // would refuse the 5,000th.
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxclients")
+            .arg("18000")
+            .query::<()>(&mut redis.connection()?)?;
         let kafka = Kafka::start_with_linger(TOPIC, 3, 0);
         let sidecar_port = free_port()?;
         let sidecar = crate::procs::sidecar_logged(
@@ -172,6 +190,7 @@ impl Pipeline {
             &Log::in_dir(logs, "sidecar"),
         )?;
         let port = free_port()?;
+        let nodelay = if nodelay { "1" } else { "0" };
         let host = spawn_logged(
             "crm-events-host",
             &[
@@ -196,7 +215,7 @@ impl Pipeline {
                 "--cache-dir",
                 app::cache_dir().to_str().context("path")?,
             ],
-            &[],
+            &[("CRM_EVENTS_HOST_TCP_NODELAY", nodelay.to_string())],
             &Log::in_dir(logs, "host"),
         )?;
         Ok(Self {
@@ -245,6 +264,11 @@ impl Pipeline {
             },
         )
         .await
+    }
+
+    /// The pids of the server side: host, Redis, sidecar.
+    pub fn server_pids(&self) -> [u32; 3] {
+        [self.host.0.id(), self.redis.pid(), self.sidecar.0.id()]
     }
 
     pub fn stream_url(&self) -> String {

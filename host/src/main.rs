@@ -29,6 +29,9 @@ struct Args {
     /// as in Spin, where a hung Redis hangs every request).
     #[arg(long, default_value_t = crm_events_host::runtime::DEFAULT_REDIS_TIMEOUT.as_millis() as u64, env = "CRM_EVENTS_HOST_REDIS_TIMEOUT_MS")]
     redis_timeout_ms: u64,
+    /// Set TCP_NODELAY on accepted sockets (Spin 4 does not; see the README).
+    #[arg(long, env = "CRM_EVENTS_HOST_TCP_NODELAY", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    tcp_nodelay: bool,
     /// Directory for compiled components (reused across runs).
     #[arg(long, default_value = "target/crm-events-host-cache")]
     cache_dir: PathBuf,
@@ -54,6 +57,7 @@ async fn main() -> Result<()> {
     config.cache_dir = Some(args.cache_dir);
     config.redis_timeout = (args.redis_timeout_ms > 0)
         .then(|| std::time::Duration::from_millis(args.redis_timeout_ms));
+    config.tcp_nodelay = args.tcp_nodelay;
     config.variables = args.variables.into_iter().collect();
     let host = Host::load(config)
         .await

@@ -10,11 +10,20 @@ use std::path::{Path, PathBuf};
 struct Raw {
     spin_manifest_version: u32,
     #[serde(default)]
+    application: RawApplication,
+    #[serde(default)]
     variables: BTreeMap<String, RawVariable>,
     #[serde(default)]
     trigger: RawTriggers,
     #[serde(default)]
     component: BTreeMap<String, RawComponent>,
+}
+
+#[derive(Debug, Deserialize, Default)]
+struct RawApplication {
+    #[serde(default)]
+    name: String,
+    version: Option<String>,
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -34,6 +43,11 @@ struct RawVariable {
     default: Option<String>,
     #[serde(default)]
     required: bool,
+    /// Spin keeps secret values out of its output; so does the host (it never
+    /// prints a variable's value).
+    #[serde(default)]
+    #[allow(dead_code)]
+    secret: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -107,6 +121,10 @@ impl Route {
 /// The application.
 #[derive(Debug, Clone)]
 pub struct Manifest {
+    /// `[application] name`.
+    pub name: String,
+    /// `[application] version`.
+    pub version: Option<String>,
     /// Components by id.
     pub components: BTreeMap<String, ComponentSpec>,
     /// Routes in manifest order, with the component each one serves.
@@ -146,7 +164,12 @@ impl Manifest {
             }
             routes.push((Route::parse(&t.route), t.component));
         }
-        Ok(Self { components, routes })
+        Ok(Self {
+            name: raw.application.name,
+            version: raw.application.version,
+            components,
+            routes,
+        })
     }
 
     /// The component that serves `path`, by Spin's matching rules.
@@ -176,6 +199,12 @@ fn resolve_variables(
     }
     let mut values = HashMap::new();
     for (name, var) in declared {
+        if !valid_variable_name(name) {
+            bail!("variable name {name:?} is invalid: lowercase letters, digits and _, starting with a letter");
+        }
+        if var.required && var.default.is_some() {
+            bail!("variable {name} is required and has a default: it can only be one");
+        }
         let env = std::env::var(format!("SPIN_VARIABLE_{}", name.to_uppercase())).ok();
         let value = overrides
             .get(name)
@@ -191,6 +220,15 @@ fn resolve_variables(
         }
     }
     Ok(values)
+}
+
+/// Spin's rule for variable names: lowercase ASCII letters, digits and `_`, starting
+/// with a letter.
+pub fn valid_variable_name(name: &str) -> bool {
+    name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
 }
 
 /// One component with its templates expanded.
@@ -247,6 +285,8 @@ mod tests {
     #[test]
     fn routes_prefer_exact_then_longest_prefix() {
         let m = Manifest {
+            name: "t".into(),
+            version: None,
             components: BTreeMap::new(),
             routes: vec![
                 (Route::parse("/..."), "fallback".into()),
@@ -273,5 +313,52 @@ mod tests {
         );
         assert!(expand("{{ nope }}", &vars).is_err());
         assert!(expand("{{ host", &vars).is_err());
+    }
+
+    fn declared(vars: &[(&str, Option<&str>, bool)]) -> BTreeMap<String, RawVariable> {
+        vars.iter()
+            .map(|(n, d, r)| {
+                let var = RawVariable {
+                    default: d.map(str::to_string),
+                    required: *r,
+                    secret: false,
+                };
+                (n.to_string(), var)
+            })
+            .collect()
+    }
+
+    /// Spin's order: `--variable` beats `SPIN_VARIABLE_<NAME>` beats the default.
+    #[test]
+    fn variables_resolve_in_spins_order() {
+        let vars = declared(&[
+            ("host_parity_a", Some("default-a"), false),
+            ("host_parity_b", Some("default-b"), false),
+            ("host_parity_c", Some("default-c"), false),
+        ]);
+        std::env::set_var("SPIN_VARIABLE_HOST_PARITY_A", "env-a");
+        std::env::set_var("SPIN_VARIABLE_HOST_PARITY_B", "env-b");
+        let overrides = HashMap::from([("host_parity_a".to_string(), "flag-a".to_string())]);
+        let got = resolve_variables(&vars, &overrides).unwrap();
+        assert_eq!(got["host_parity_a"], "flag-a");
+        assert_eq!(got["host_parity_b"], "env-b");
+        assert_eq!(got["host_parity_c"], "default-c");
+    }
+
+    /// As `spin up`: a required variable without a value, one that is both required
+    /// and defaulted, a bad name and an override of an undeclared one stop the load.
+    #[test]
+    fn variable_mistakes_stop_the_load_like_spin() {
+        let none = HashMap::new();
+        let err = resolve_variables(&declared(&[("needed_xyz", None, true)]), &none);
+        assert!(format!("{:#}", err.unwrap_err()).contains("needed_xyz is required"));
+        let both = resolve_variables(&declared(&[("both", Some("x"), true)]), &none);
+        assert!(format!("{:#}", both.unwrap_err()).contains("only be one"));
+        let bad = resolve_variables(&declared(&[("Bad-Name", Some("x"), false)]), &none);
+        assert!(format!("{:#}", bad.unwrap_err()).contains("invalid"));
+        let stray = HashMap::from([("nope".to_string(), "x".to_string())]);
+        let err = resolve_variables(&declared(&[]), &stray).unwrap_err();
+        assert!(err.to_string().contains("not declared"));
+        assert!(!valid_variable_name("1abc") && valid_variable_name("a_1"));
     }
 }

@@ -2,11 +2,17 @@
 //! pre-instantiated, and a fresh instance per request, as Spin runs WASI 0.2
 //! HTTP components.
 //!
-//! Like Spin, it caps live instances (default 1,000, Spin's
-//! `SPIN_MAX_INSTANCE_COUNT` default): an open SSE stream holds its instance, and a
-//! request beyond the cap fails with a 500 as it does in Spin.
+//! Where a component or a client can tell, it answers as `spin up` (Spin 4) does:
+//!
+//! * live instances are capped (default 1,000, the size of Spin's instance pool); an
+//!   open SSE stream holds its instance, and a request beyond the cap gets Spin's
+//!   `500` with an empty body, as does a component that traps or returns no response;
+//! * a path no route matches gets Spin's empty `404`; `/.well-known/spin/health`
+//!   and `/.well-known/spin/info` answer as Spin's do;
+//! * every request carries Spin's `spin-*` headers ([`add_spin_headers`]).
 
 use crate::manifest::{ComponentSpec, Manifest, Route};
+use crate::spin_apis::outbound_http::OutboundHttp;
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -47,6 +53,10 @@ pub struct HostConfig {
     /// How long a Redis command may take beyond the time it asks Redis to block
     /// (`None`: forever, as Spin does). See [`crate::spin_apis::redis`].
     pub redis_timeout: Option<Duration>,
+    /// Set `TCP_NODELAY` on accepted sockets. Spin 4 does not (small SSE writes
+    /// then meet Nagle's algorithm and delayed ACKs), so neither does the host by
+    /// default; `make run` turns it on.
+    pub tcp_nodelay: bool,
 }
 
 impl HostConfig {
@@ -58,6 +68,7 @@ impl HostConfig {
             max_instances: DEFAULT_MAX_INSTANCES,
             cache_dir: None,
             redis_timeout: Some(DEFAULT_REDIS_TIMEOUT),
+            tcp_nodelay: false,
         }
     }
 
@@ -72,6 +83,7 @@ impl HostConfig {
 pub struct InstanceState {
     wasi: WasiCtx,
     http: WasiHttpCtx,
+    http_hooks: OutboundHttp,
     pub(crate) table: ResourceTable,
     pub(crate) component: Arc<ComponentSpec>,
     pub(crate) redis_timeout: Option<Duration>,
@@ -91,7 +103,7 @@ impl WasiHttpView for InstanceState {
         WasiHttpCtxView {
             ctx: &mut self.http,
             table: &mut self.table,
-            hooks: Default::default(),
+            hooks: &mut self.http_hooks,
         }
     }
 }
@@ -108,6 +120,7 @@ pub struct Host {
     instances: Arc<Semaphore>,
     max_instances: usize,
     redis_timeout: Option<Duration>,
+    tcp_nodelay: bool,
 }
 
 /// The response type the host produces.
@@ -156,7 +169,13 @@ impl Host {
             instances: Arc::new(Semaphore::new(config.max_instances)),
             max_instances: config.max_instances,
             redis_timeout: config.redis_timeout,
+            tcp_nodelay: config.tcp_nodelay,
         }))
+    }
+
+    /// Whether accepted sockets get `TCP_NODELAY` ([`HostConfig::tcp_nodelay`]).
+    pub fn tcp_nodelay(&self) -> bool {
+        self.tcp_nodelay
     }
 
     /// Instances currently alive (requests in flight, open streams included).
@@ -178,24 +197,44 @@ impl Host {
                 r#"{"ok":false,"error":"bad_request","message":"the request has no Host header"}"#,
             );
         }
+        if let Some(well_known) = path.strip_prefix(WELL_KNOWN_PREFIX) {
+            return self.well_known(well_known);
+        }
         let Some((route, loaded)) = self
             .manifest
             .route_match(&path)
             .and_then(|(route, id)| Some((route, self.components.get(id)?)))
         else {
-            return plain(404, "Not Found");
+            return empty(404);
         };
         add_spin_headers(&mut req, peer, route);
         let Ok(permit) = self.instances.clone().try_acquire_owned() else {
             tracing::warn!(path, max = self.max_instances, "instance limit reached");
-            return plain(500, "Internal Server Error: instance limit reached");
+            return empty(500);
         };
         match self.run(loaded, req, permit).await {
             Ok(resp) => resp,
             Err(e) => {
                 tracing::error!(path, error = %format!("{e:#}"), "component failed");
-                plain(500, "Internal Server Error")
+                empty(500)
             }
+        }
+    }
+
+    /// Spin's own paths: `health` answers `OK`, `info` the app's name and version.
+    fn well_known(&self, what: &str) -> HostResponse {
+        match what {
+            "health" => whole(200, "text/plain", Bytes::from_static(b"OK")),
+            "info" => {
+                let info = serde_json::json!({
+                    "name": self.manifest.name,
+                    "version": self.manifest.version,
+                    "oci_image_digest": null,
+                });
+                let body = serde_json::to_vec_pretty(&info).unwrap_or_default();
+                whole(200, "application/json", Bytes::from(body))
+            }
+            _ => empty(404),
         }
     }
 
@@ -234,9 +273,29 @@ impl Host {
     }
 }
 
+/// Where Spin's own paths live.
+const WELL_KNOWN_PREFIX: &str = "/.well-known/spin/";
+
 /// The headers Spin adds to every request a component sees (client-sent headers of
 /// the same names are replaced, so a client cannot pose as another address).
-fn add_spin_headers<B>(req: &mut hyper::Request<B>, peer: SocketAddr, route: &Route) {
+pub fn add_spin_headers<B>(req: &mut hyper::Request<B>, peer: SocketAddr, route: &Route) {
+    for (name, value) in spin_headers(req, peer, route) {
+        if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
+            req.headers_mut().insert(name, value);
+        }
+    }
+}
+
+/// Spin's `spin-*` headers for a request matched by `route`, with Spin's values:
+/// `spin-full-url` (`http://<Host><path and query>`), `spin-path-info` (what the
+/// wildcard matched), `spin-matched-route` and `spin-raw-component-route` (the route
+/// as written), `spin-component-route` (the route without `/...`),
+/// `spin-base-path` (`/`) and `spin-client-addr` (the peer, `ip:port`).
+pub fn spin_headers<B>(
+    req: &hyper::Request<B>,
+    peer: SocketAddr,
+    route: &Route,
+) -> [(&'static str, String); 7] {
     let path = req.uri().path().to_string();
     let path_and_query = req
         .uri()
@@ -252,18 +311,19 @@ fn add_spin_headers<B>(req: &mut hyper::Request<B>, peer: SocketAddr, route: &Ro
         Route::Exact(_) => String::new(),
         Route::Wildcard(prefix) => path.strip_prefix(prefix.as_str()).unwrap_or("").to_string(),
     };
-    let values = [
-        ("spin-client-addr", peer.to_string()),
+    let component_route = match route {
+        Route::Exact(p) => p.clone(),
+        Route::Wildcard(prefix) => prefix.clone(),
+    };
+    [
         ("spin-full-url", format!("http://{host}{path_and_query}")),
         ("spin-path-info", path_info),
         ("spin-matched-route", route.pattern()),
-    ];
-    let headers = req.headers_mut();
-    for (name, value) in values {
-        if let Ok(value) = hyper::header::HeaderValue::from_str(&value) {
-            headers.insert(name, value);
-        }
-    }
+        ("spin-base-path", "/".to_string()),
+        ("spin-raw-component-route", route.pattern()),
+        ("spin-component-route", component_route),
+        ("spin-client-addr", peer.to_string()),
+    ]
 }
 
 /// A fresh store for one instance of `loaded`.
@@ -273,6 +333,9 @@ fn new_store(loaded: &Loaded, redis_timeout: Option<Duration>) -> Store<Instance
         InstanceState {
             wasi: WasiCtx::builder().inherit_stderr().inherit_stdout().build(),
             http: WasiHttpCtx::new(),
+            http_hooks: OutboundHttp {
+                allowed: loaded.spec.allowed_outbound_hosts.clone(),
+            },
             table: ResourceTable::new(),
             component: loaded.spec.clone(),
             redis_timeout,
@@ -385,16 +448,27 @@ fn compile_cached(
     unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| anyhow!("{e:?}"))
 }
 
-fn plain(status: u16, text: &'static str) -> HostResponse {
-    whole(status, "text/plain", text)
+/// A response with no body, as Spin sends its `404` and `500`.
+fn empty(status: u16) -> HostResponse {
+    let body = Full::new(Bytes::new())
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    hyper::Response::builder()
+        .status(status)
+        .body(body)
+        .expect("static response")
 }
 
 fn json(status: u16, body: &'static str) -> HostResponse {
-    whole(status, "application/json", body)
+    whole(
+        status,
+        "application/json",
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
-fn whole(status: u16, content_type: &'static str, text: &'static str) -> HostResponse {
-    let body = Full::new(Bytes::from_static(text.as_bytes()))
+fn whole(status: u16, content_type: &'static str, body: Bytes) -> HostResponse {
+    let body = Full::new(body)
         .map_err(|never| match never {})
         .boxed_unsync();
     hyper::Response::builder()
@@ -402,4 +476,44 @@ fn whole(status: u16, content_type: &'static str, text: &'static str) -> HostRes
         .header("content-type", content_type)
         .body(body)
         .expect("static response")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(uri: &str) -> hyper::Request<()> {
+        hyper::Request::get(uri)
+            .header("host", "crm.example:3000")
+            .header("spin-client-addr", "6.6.6.6:1")
+            .body(())
+            .unwrap()
+    }
+
+    /// The values Spin 4 gives a wildcard route, an exact route and the root
+    /// wildcard; a client's own `spin-client-addr` does not survive.
+    #[test]
+    fn spin_headers_carry_spins_values() {
+        let peer: SocketAddr = "127.0.0.1:5555".parse().unwrap();
+        let mut req = request("/ops/crm-events?since=1");
+        add_spin_headers(&mut req, peer, &Route::Wildcard("/ops".into()));
+        let h = |name: &str| req.headers()[name].to_str().unwrap().to_string();
+        assert_eq!(
+            h("spin-full-url"),
+            "http://crm.example:3000/ops/crm-events?since=1"
+        );
+        assert_eq!(h("spin-path-info"), "/crm-events");
+        assert_eq!(h("spin-matched-route"), "/ops/...");
+        assert_eq!(h("spin-raw-component-route"), "/ops/...");
+        assert_eq!(h("spin-component-route"), "/ops");
+        assert_eq!(h("spin-base-path"), "/");
+        assert_eq!(h("spin-client-addr"), "127.0.0.1:5555");
+
+        let exact = spin_headers(&request("/healthz"), peer, &Route::Exact("/healthz".into()));
+        assert_eq!(exact[1], ("spin-path-info", String::new()));
+        assert_eq!(exact[5], ("spin-component-route", "/healthz".to_string()));
+        let root = spin_headers(&request("/anything"), peer, &Route::Wildcard(String::new()));
+        assert_eq!(root[1], ("spin-path-info", "/anything".to_string()));
+        assert_eq!(root[2], ("spin-matched-route", "/...".to_string()));
+    }
 }

@@ -13,9 +13,7 @@ use tokio::net::TcpListener;
 pub async fn serve(host: Arc<Host>, listener: TcpListener) -> Result<()> {
     loop {
         let (socket, peer) = listener.accept().await?;
-        // SSE writes are small: without TCP_NODELAY, Nagle's algorithm and the
-        // client's delayed ACK hold events back by up to ~40 ms.
-        let _ = socket.set_nodelay(true);
+        set_nodelay(&socket, host.tcp_nodelay());
         let host = host.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
@@ -32,6 +30,15 @@ pub async fn serve(host: Arc<Host>, listener: TcpListener) -> Result<()> {
     }
 }
 
+/// Spin 4 leaves Nagle's algorithm on; the host does too unless told otherwise.
+/// With it on, an SSE write that follows an unacknowledged one waits for the
+/// client's delayed ACK (up to ~40 ms on Linux).
+fn set_nodelay(socket: &tokio::net::TcpStream, on: bool) {
+    if let Err(e) = socket.set_nodelay(on) {
+        tracing::debug!(error = %e, "TCP_NODELAY not set");
+    }
+}
+
 /// Binds `addr` and serves in a background task; returns the bound address.
 pub async fn spawn(host: Arc<Host>, addr: &str) -> Result<std::net::SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
@@ -42,4 +49,22 @@ pub async fn spawn(host: Arc<Host>, addr: &str) -> Result<std::net::SocketAddr> 
         }
     });
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An accepted socket keeps Nagle on (as under `spin up`) unless asked.
+    #[tokio::test]
+    async fn accepted_sockets_get_nodelay_only_when_asked() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        for on in [false, true] {
+            let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+            let (socket, _) = listener.accept().await.unwrap();
+            set_nodelay(&socket, on);
+            assert_eq!(socket.nodelay().unwrap(), on);
+        }
+    }
 }

@@ -8,8 +8,7 @@
 mod common;
 
 use common::{client, get_text, App};
-use crm_events_contracts::envelope::{Envelope, RawRecord};
-use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
+use crm_events_contracts::keys::Keys;
 use crm_events_harness::redis_server::RedisServer;
 use crm_events_harness::sse_client::{stream_id, SseClient};
 use crm_events_harness::tokens::{self, auth_vars, claims, sign, token};
@@ -86,25 +85,7 @@ fn add(conn: &mut redis::Connection, offset: i64, tenant: Option<&str>, kind: &s
         Some(t) => format!(r#"{{"Type":"{kind}","TenantId":"{t}","Seq":{offset}}}"#),
         None => format!(r#"{{"Type":"{kind}","Seq":{offset}}}"#),
     };
-    let env = Envelope::from_record(
-        RawRecord {
-            topic: "aetherlink.events",
-            partition: 0,
-            offset,
-            timestamp: Some(1_795_000_000_000),
-            key: Some(kind.as_bytes()),
-            value: Some(value.as_bytes()),
-        },
-        [],
-        0,
-    );
-    redis::cmd("XADD")
-        .arg(Keys::default().stream())
-        .arg("*")
-        .arg(ENVELOPE_FIELD)
-        .arg(env.to_json())
-        .query(conn)
-        .unwrap()
+    common::stream::append(conn, "*", offset, Some(kind.as_bytes()), &value)
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
         .env("PG_PORT", pg_port.to_string())
         .env("PUBLISHER_PORT", publisher_port.to_string())
         .env("DEMO_RATE", "50")
+        // The tests' build; `make run` starts the release one.
+        .env("BIN", "target/debug")
         .env("AUTH_DIR", &auth_dir)
         .env_remove("KAFKA_BROKERS")
         .env_remove("REDIS_URL")

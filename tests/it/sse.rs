@@ -5,8 +5,7 @@ mod common;
 
 use common::sidecar::Sidecar;
 use common::{client, App};
-use crm_events_contracts::envelope::{Envelope, RawRecord};
-use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
+use crm_events_contracts::keys::Keys;
 use crm_events_harness::mock_kafka::Kafka;
 use crm_events_harness::redis_server::RedisServer;
 use crm_events_harness::sse_client::{stream_id, SseClient};
@@ -19,25 +18,7 @@ const TOPIC: &str = "aetherlink.events";
 /// Appends an envelope to the stream as the sidecar would; returns the entry id.
 fn add(conn: &mut redis::Connection, id: &str, offset: i64, tenant: &str, kind: &str) -> String {
     let value = format!(r#"{{"Type":"{kind}","TenantId":"{tenant}","JobId":{offset}}}"#);
-    let env = Envelope::from_record(
-        RawRecord {
-            topic: TOPIC,
-            partition: 0,
-            offset,
-            timestamp: Some(1_730_592_000_000),
-            key: Some(kind.as_bytes()),
-            value: Some(value.as_bytes()),
-        },
-        [],
-        0,
-    );
-    redis::cmd("XADD")
-        .arg(Keys::default().stream())
-        .arg(id)
-        .arg(ENVELOPE_FIELD)
-        .arg(env.to_json())
-        .query(conn)
-        .unwrap()
+    common::stream::append(conn, id, offset, Some(kind.as_bytes()), &value)
 }
 
 fn add_many(conn: &mut redis::Connection, n: i64) -> Vec<String> {
@@ -354,21 +335,6 @@ async fn max_clients_answers_503_with_retry_after() {
 }
 
 #[tokio::test]
-async fn the_instance_cap_holds_one_instance_per_stream_like_spin() {
-    let redis = RedisServer::start().unwrap();
-    let app = App::start_with(&redis, &[], 2).await;
-    let _a = SseClient::connect(&app.url("/crm-events"), &[]).await;
-    let _b = SseClient::connect(&app.url("/crm-events"), &[]).await;
-    assert_eq!(app.host.live_instances(), 2);
-    let resp = client().get(app.url("/healthz")).send().await.unwrap();
-    assert_eq!(
-        resp.status().as_u16(),
-        500,
-        "Spin fails requests beyond its instance cap"
-    );
-}
-
-#[tokio::test]
 async fn max_stream_seconds_ends_the_response_cleanly() {
     let redis = RedisServer::start().unwrap();
     let app = App::start(&redis, &[("max_stream_seconds", "1")]).await;
@@ -583,4 +549,163 @@ async fn tail_starts_n_entries_back() {
         .await
         .unwrap();
     assert_eq!(bad.status().as_u16(), 400);
+}
+
+/// Appends an event whose JSON carries `pad` bytes of padding.
+fn add_padded(conn: &mut redis::Connection, offset: i64, pad: usize) -> String {
+    let value = format!(
+        r#"{{"Type":"JobUpdated","TenantId":"t1","JobId":{offset},"Note":"{}"}}"#,
+        "x".repeat(pad)
+    );
+    common::stream::append(conn, "*", offset, None, &value)
+}
+
+/// The complete SSE frames (each ended by a blank line) at the start of `text`, and
+/// the bytes they take.
+fn complete_frames(text: &str) -> (Vec<&str>, usize) {
+    let end = text.rfind("\n\n").map_or(0, |i| i + 2);
+    let frames = text[..end]
+        .split("\n\n")
+        .filter(|f| !f.is_empty())
+        .collect();
+    (frames, end)
+}
+
+/// A frame's `id:`.
+fn frame_id(frame: &str) -> Option<&str> {
+    frame.lines().find_map(|l| l.strip_prefix("id: "))
+}
+
+/// The stream ids of the domain events among `frames`.
+fn domain_ids(frames: &[&str]) -> Vec<String> {
+    frames
+        .iter()
+        .filter(|f| f.contains(r#""kind":"domain_event""#))
+        .filter_map(|f| frame_id(f))
+        .map(|id| stream_id(id).to_string())
+        .collect()
+}
+
+/// The ids a lean reader collected, and its stream, still open.
+type LeanRead = (Vec<String>, Box<dyn std::any::Any + Send>);
+
+/// A reader that keeps only ids (a few MiB per stream would be too much to keep
+/// as text): opens the stream, then collects `n` domain event ids in a task.
+async fn lean_reader(url: String, n: usize) -> tokio::task::JoinHandle<LeanRead> {
+    use futures::StreamExt;
+    let resp = reqwest::Client::new().get(&url).send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 200);
+    tokio::spawn(async move {
+        let mut body = resp.bytes_stream();
+        let (mut pending, mut ids) = (String::new(), Vec::new());
+        while ids.len() < n {
+            let chunk = tokio::time::timeout(Duration::from_secs(120), body.next())
+                .await
+                .expect("the reader is not starved")
+                .expect("the stream goes on")
+                .unwrap();
+            pending.push_str(&String::from_utf8_lossy(&chunk));
+            let (frames, used) = complete_frames(&pending);
+            ids.extend(domain_ids(&frames));
+            pending.drain(..used);
+        }
+        (ids, Box::new(body) as Box<dyn std::any::Any + Send>)
+    })
+}
+
+/// A stream request from a client that then never reads, with a receive buffer
+/// of a few KiB so the server's writes back up quickly.
+async fn stuck_client(base: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let addr: std::net::SocketAddr = base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut stream = socket.connect(addr).await.unwrap();
+    stream
+        .write_all(b"GET /crm-events HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    stream
+}
+
+/// Reads a stuck client's response to its end; returns the ids of the complete
+/// events in its (chunked) body, the `connected` one first.
+async fn drain_ids(mut stream: tokio::net::TcpStream) -> Vec<String> {
+    use tokio::io::AsyncReadExt;
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(60), stream.read_to_end(&mut raw))
+        .await
+        .expect("the server ends the response")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (_head, mut rest) = text.split_once("\r\n\r\n").expect("a response head");
+    let mut body = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("a chunk size");
+        if size == 0 {
+            break;
+        }
+        body.push_str(&after[..size]);
+        rest = &after[size + 2..];
+    }
+    // Only events whose blank line arrived count: a parser drops a cut-off one.
+    let (frames, _) = complete_frames(&body);
+    frames
+        .iter()
+        .filter_map(|f| frame_id(f))
+        .map(str::to_string)
+        .collect()
+}
+
+/// 100 clients that stop reading beside 100 that read: the readers get every
+/// event, each stuck stream ends after `send_timeout_seconds` once the socket's
+/// and the host's buffers are full (its instance freed, counted in
+/// `crm_events_sse_slow_clients_total`), and a stuck client that comes back with
+/// its last id gets exactly the rest.
+#[tokio::test]
+async fn clients_that_stop_reading_are_ended_and_delay_no_one() {
+    // 16 KiB events, 8 MiB per stream: more than a socket buffers (Linux's
+    // tcp_wmem allows 4 MiB) plus the host's and the component's one batch each.
+    const EVENTS: usize = 500;
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis.connection().unwrap();
+    let vars = [
+        ("send_timeout_seconds", "2"),
+        ("read_count", "20"),
+        ("max_streams_per_address", "0"),
+    ];
+    let app = App::start(&redis, &vars).await;
+    let mut stuck = Vec::new();
+    let mut readers = Vec::new();
+    for _ in 0..100 {
+        stuck.push(stuck_client(&app.base).await);
+        readers.push(lean_reader(app.url("/crm-events"), EVENTS).await);
+    }
+    app.wait_live_instances(200, T).await;
+    let ids: Vec<String> = (0..EVENTS as i64)
+        .map(|i| add_padded(&mut conn, i, 16 * 1024))
+        .collect();
+    let mut open = Vec::new();
+    for reader in readers {
+        let (got, stream) = reader.await.unwrap();
+        assert_eq!(got, ids, "a reader got every event, in order");
+        open.push(stream);
+    }
+    wait_metric(&app, "crm_events_sse_slow_clients_total ", 100.0).await;
+    app.wait_live_instances(100, T).await; // only the readers
+
+    let seen = drain_ids(stuck.pop().unwrap()).await;
+    let from = seen.last().expect("at least the connected event").clone();
+    let taken = ids
+        .iter()
+        .position(|i| i == stream_id(&from))
+        .map_or(0, |p| p + 1);
+    assert!(
+        taken < EVENTS,
+        "a stuck client cannot have taken everything"
+    );
+    let mut resumed =
+        SseClient::connect(&app.url("/crm-events"), &[("last-event-id", &from)]).await;
+    let rest = resumed.domain_stream_ids(EVENTS - taken, T).await;
+    assert_eq!(rest, ids[taken..], "the resume continues exactly");
 }

@@ -127,6 +127,14 @@ impl App {
         }
     }
 
+    /// Waits until exactly `n` instances are alive; panics after `timeout`.
+    pub async fn wait_live_instances(&self, n: usize, timeout: std::time::Duration) {
+        let what = format!("{n} live instances");
+        crate::wait::until(&what, timeout, || async { self.host.live_instances() == n })
+            .await
+            .unwrap();
+    }
+
     /// The URL of `path` on this app.
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)

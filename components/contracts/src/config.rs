@@ -27,6 +27,10 @@ pub const MAX_CLIENTS: &str = "max_clients";
 pub const RETRY_MS: &str = "retry_ms";
 /// `read_count`: entries read from Redis per `XREAD`.
 pub const READ_COUNT: &str = "read_count";
+/// `send_timeout_seconds`: how long one write to a client may wait for the client to
+/// take it; a stream whose client does not read for this long ends (it resumes with
+/// `Last-Event-ID`) and is counted in `crm_events_sse_slow_clients_total`.
+pub const SEND_TIMEOUT_SECONDS: &str = "send_timeout_seconds";
 /// `max_streams_per_subject`: concurrent streams of one token subject (0 = unlimited).
 pub const MAX_STREAMS_PER_SUBJECT: &str = "max_streams_per_subject";
 /// `max_streams_per_address`: concurrent streams from one client address (0 = unlimited).
@@ -190,6 +194,9 @@ pub struct SseConfig {
     pub retry_ms: u64,
     /// Entries per `XREAD` (1..=10000, default 500).
     pub read_count: u64,
+    /// Seconds one write may wait for a client that does not read (1..=3600,
+    /// default 10); then the stream ends.
+    pub send_timeout_seconds: u64,
     /// CORS policy.
     pub cors: Cors,
     /// Per-subject and per-address limits.
@@ -219,6 +226,7 @@ impl SseConfig {
             max_clients: number(vars, MAX_CLIENTS, DEFAULT_MAX_CLIENTS, 0, 10_000_000)?,
             retry_ms: number(vars, RETRY_MS, 3000, 0, 3_600_000)?,
             read_count: number(vars, READ_COUNT, 500, 1, 10_000)?,
+            send_timeout_seconds: number(vars, SEND_TIMEOUT_SECONDS, 10, 1, 3600)?,
             cors: Cors::parse(&text(vars, CORS_ALLOWED_ORIGINS, "")),
             limits: Limits {
                 per_subject: number(vars, MAX_STREAMS_PER_SUBJECT, 20, 0, 1_000_000)?,

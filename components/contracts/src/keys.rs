@@ -126,6 +126,12 @@ impl Keys {
         self.key("metrics:messages")
     }
 
+    /// Counter of streams ended because the client stopped reading
+    /// (`crm_events_sse_slow_clients_total`).
+    pub fn slow_clients_total(&self) -> String {
+        self.key("metrics:slow-clients")
+    }
+
     /// Hash `"METHOD path" -> count` (`crm_events_http_requests_total`).
     pub fn http_requests(&self) -> String {
         self.key("metrics:http-requests")
@@ -154,6 +160,7 @@ mod tests {
             k.sse_address_leases("a"),
             k.sse_address_connects("a"),
             k.messages_total(),
+            k.slow_clients_total(),
             k.http_requests(),
         ];
         for key in &all {

@@ -153,6 +153,12 @@ pub const MESSAGES_TOTAL: Family = Family::new(
     Kind::Counter,
     "Events written to SSE clients.",
 );
+/// Counter: streams ended because their client stopped taking events.
+pub const SSE_SLOW_CLIENTS_TOTAL: Family = Family::new(
+    "crm_events_sse_slow_clients_total",
+    Kind::Counter,
+    "SSE streams ended because the client took no data for send_timeout_seconds (it resumes with Last-Event-ID).",
+);
 /// Counter: HTTP requests by `method` and `path`.
 ///
 /// The rule, the same in every component: a request is counted once, when a
@@ -315,6 +321,7 @@ pub const ALL: &[Family] = &[
     SSE_CLIENTS,
     SSE_MAX_CLIENTS,
     MESSAGES_TOTAL,
+    SSE_SLOW_CLIENTS_TOTAL,
     HTTP_REQUESTS_TOTAL,
     SIDECAR_UP,
     EVENTS_CONSUMED_TOTAL,
@@ -378,6 +385,8 @@ pub struct Snapshot {
     pub max_clients: u64,
     /// Envelopes relayed to SSE clients.
     pub messages_total: u64,
+    /// Streams ended because the client stopped reading.
+    pub slow_clients_total: u64,
     /// `("METHOD path", count)` pairs.
     pub http_requests: Vec<(String, u64)>,
     /// Whether the sidecar heartbeat is fresh.
@@ -446,6 +455,9 @@ pub fn render(s: &Snapshot) -> String {
     MESSAGES_TOTAL
         .int_counter(&registry)
         .inc_by(s.messages_total);
+    SSE_SLOW_CLIENTS_TOTAL
+        .int_counter(&registry)
+        .inc_by(s.slow_clients_total);
     let requests = HTTP_REQUESTS_TOTAL.int_counter_vec(&registry);
     for (field, count) in &s.http_requests {
         if let Some((method, path)) = crate::http::split_request_counter_field(field) {
@@ -478,6 +490,7 @@ mod tests {
             sse_clients: 3,
             max_clients: 900,
             messages_total: 42,
+            slow_clients_total: 3,
             http_requests: vec![("GET /healthz".into(), 7), ("GET /metrics".into(), 1)],
             sidecar_up: true,
             sidecar: vec![
@@ -498,6 +511,7 @@ mod tests {
             "crm_events_sse_clients 3",
             "crm_events_sse_max_clients 900",
             "crm_events_messages_total 42",
+            "crm_events_sse_slow_clients_total 3",
             r#"crm_events_http_requests_total{method="GET",path="/healthz"} 7"#,
             "crm_events_sidecar_up 1",
             "crm_events_sidecar_events_consumed_total 100",

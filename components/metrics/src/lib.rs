@@ -53,12 +53,8 @@ fn snapshot(redis: &Redis, config: &SseConfig) -> Result<Snapshot, RedisError> {
     Ok(Snapshot {
         sse_clients: redis.run_int("ZCOUNT", &[&keys.sse_leases(), &now_ms.to_string(), "+inf"])?,
         max_clients: config.max_clients,
-        messages_total: redis
-            .run("GET", &[&keys.messages_total()])?
-            .first()
-            .and_then(Reply::as_int)
-            .unwrap_or(0)
-            .max(0) as u64,
+        messages_total: counter(redis, &keys.messages_total())?,
+        slow_clients_total: counter(redis, &keys.slow_clients_total())?,
         http_requests: pairs(redis.run("HGETALL", &[&keys.http_requests()])?)
             .into_iter()
             .map(|(k, v)| (k, v.parse().unwrap_or(0)))
@@ -66,6 +62,16 @@ fn snapshot(redis: &Redis, config: &SseConfig) -> Result<Snapshot, RedisError> {
         sidecar_up: redis.run_int("EXISTS", &[&keys.heartbeat()])? > 0,
         sidecar: pairs(redis.run("HGETALL", &[&keys.sidecar_metrics()])?),
     })
+}
+
+/// A counter kept in a Redis string (0 while it does not exist).
+fn counter(redis: &Redis, key: &str) -> Result<u64, RedisError> {
+    Ok(redis
+        .run("GET", &[key])?
+        .first()
+        .and_then(Reply::as_int)
+        .unwrap_or(0)
+        .max(0) as u64)
 }
 
 /// Redis's clock in ms (leases are stamped with it, so the count uses it too).

@@ -4,11 +4,14 @@
 //!   sends a keepalive comment, so idle connections stay open through proxies.
 //! * Filtered-out entries are not sent, but the position still advances: when a batch
 //!   ends on a filtered entry an id-only frame moves the client's `Last-Event-ID`.
+//! * A client that takes nothing for `send_timeout_seconds` ends its stream
+//!   ([`crate::deadline`]); it resumes exactly with `Last-Event-ID`.
 //! * The stream ends cleanly when `max_stream_seconds` is reached, when Redis fails
 //!   (the client reconnects and resumes exactly), or when the client is gone. A
 //!   Redis that hangs (a read that fails only after its whole block time) does not
 //!   end it: keepalives go on and the stream carries on where it was.
 
+use crate::deadline::{send_within, Sent};
 use crate::Opened;
 use crm_events_contracts::config::SseConfig;
 use crm_events_contracts::envelope::{
@@ -20,8 +23,8 @@ use crm_events_contracts::reply::{parse_xread, Entry};
 use crm_events_contracts::spin_glue::{fields, now_seconds};
 use crm_events_contracts::sse;
 use crm_events_contracts::stream_id::{event_id, StreamId};
-use futures::SinkExt;
 use spin_sdk::http::{OutgoingResponse, ResponseOutparam};
+use std::pin::pin;
 use std::time::{Duration, Instant};
 
 /// Relayed events are counted in Redis at most this often (and at the end): one
@@ -75,23 +78,30 @@ impl<'a> Relay<'a> {
 
     /// Sends the headers and streams until the end.
     pub async fn run(mut self, out: ResponseOutparam, cors: &[(&'static str, String)]) {
-        let mut body = send_head(out, cors);
+        let mut body = pin!(send_head(out, cors));
+        let timeout = Duration::from_secs(self.config.send_timeout_seconds);
         let mut chunk = self.first_frames();
         loop {
-            if body.send(chunk.into_bytes()).await.is_err() {
-                break; // The client is gone.
+            match send_within(&mut body, chunk.into_bytes(), timeout).await {
+                Sent::Done => {}
+                Sent::Gone => break,
+                Sent::Stuck => {
+                    self.count_slow_client();
+                    break;
+                }
             }
             self.renew_lease_if_due();
             match self.next_step() {
                 Step::Send(frames) => chunk = frames,
                 Step::End(frames) => {
-                    let _ = body.send(frames.into_bytes()).await;
+                    let _ = send_within(&mut body, frames.into_bytes(), timeout).await;
                     break;
                 }
             }
         }
         self.finish();
-        // Dropping the body finishes the response.
+        // Dropping the body finishes the response: the client gets what the host
+        // and the socket still hold, then the end, and resumes from its last id.
     }
 
     /// The SSE id of a stream entry: the stream id with the epoch it belongs to.
@@ -235,6 +245,12 @@ impl<'a> Relay<'a> {
             let n = std::mem::take(&mut self.uncounted).to_string();
             let _ = self.opened.control.run("INCRBY", &[&key, &n]);
         }
+    }
+
+    /// Counts a stream ended because its client stopped reading (best effort).
+    fn count_slow_client(&self) {
+        let key = self.config.common.keys.slow_clients_total();
+        let _ = self.opened.control.run("INCR", &[&key]);
     }
 
     /// Counts what is left and gives the lease back.

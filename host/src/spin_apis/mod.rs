@@ -4,10 +4,12 @@
 //! * [`redis`]: `fermyon:spin/redis@2.0.0` against a real Redis.
 //! * [`postgres`]: `spin:postgres/postgres@4.0.0` against a real PostgreSQL.
 //! * [`variables`]: `fermyon:spin/variables@2.0.0` from the manifest.
+//! * [`outbound_http`]: the `allowed_outbound_hosts` check on `wasi:http` requests.
 //!
 //! Outbound connections must be permitted by the component's
 //! `allowed_outbound_hosts` ([`address_allowed`]), as in Spin.
 
+pub mod outbound_http;
 pub mod postgres;
 pub mod redis;
 pub mod variables;

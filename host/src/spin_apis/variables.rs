@@ -6,12 +6,7 @@ use crate::runtime::InstanceState;
 
 impl wit::Host for InstanceState {
     async fn get(&mut self, name: String) -> wasmtime::Result<Result<String, VariablesError>> {
-        let valid = !name.is_empty()
-            && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
-        if !valid {
+        if !crate::manifest::valid_variable_name(&name) {
             return Ok(Err(VariablesError::InvalidName(name)));
         }
         Ok(self

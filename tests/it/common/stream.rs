@@ -1,9 +1,41 @@
 //! Reading the Redis stream back, and waiting for conditions on it.
 
+use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use redis::Commands;
 use serde_json::Value;
 use std::time::{Duration, Instant};
+
+/// Appends, as the sidecar would, the envelope of the record at `offset` of
+/// partition 0 with `key` and `value`, under the stream id `id` (`*`: Redis picks);
+/// returns the entry's id.
+pub fn append(
+    conn: &mut redis::Connection,
+    id: &str,
+    offset: i64,
+    key: Option<&[u8]>,
+    value: &str,
+) -> String {
+    let env = Envelope::from_record(
+        RawRecord {
+            topic: "aetherlink.events",
+            partition: 0,
+            offset,
+            timestamp: Some(1_730_592_000_000),
+            key,
+            value: Some(value.as_bytes()),
+        },
+        [],
+        0,
+    );
+    redis::cmd("XADD")
+        .arg(Keys::default().stream())
+        .arg(id)
+        .arg(ENVELOPE_FIELD)
+        .arg(env.to_json())
+        .query(conn)
+        .unwrap()
+}
 
 /// Every entry: `(id, envelope)`.
 pub fn entries(conn: &mut redis::Connection, keys: &Keys) -> Vec<(String, Value)> {

@@ -1,0 +1,432 @@
+//! A reference in the same run: the same workload against crm-events (Kafka →
+//! sidecar → Redis → `sse` component on the release host) and against Nchan (nginx
+//! with the Nchan module, memory store, fed by its HTTP publisher), with the same
+//! client code, clients, payload and rate, and the ratios crm-events ÷ Nchan.
+//!
+//! Per workload and server: p50/p99 latency from the send to the client, events
+//! delivered per second, and CPU seconds per delivered event of the server side
+//! (`/proc/<pid>/stat`: the host, Redis and the sidecar; every `nginx` process),
+//! and the app's memory per stream (private pages of the host, of nginx's master
+//! and workers: RSS would count the components' shared memory image per instance). nginx and the module are Debian's
+//! (`nginx`, `libnginx-mod-nchan`), unpacked by `scripts/setup.sh --bench`.
+
+use crate::procs::{cpu_seconds, cpu_seconds_of, private_bytes, until, Proc};
+use crate::sse::{now_us, percentile, sent_us, Pipeline};
+use anyhow::{bail, Context, Result};
+use crm_events_contracts::envelope::{Envelope, RawRecord};
+use crm_events_harness::redis_server::free_port;
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Reference benchmark settings.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Workloads, `<clients>x<events per second>`.
+    #[arg(long, value_delimiter = ',', default_value = "100x1000,1000x100")]
+    workloads: Vec<String>,
+    /// Seconds each workload runs.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+}
+
+/// One workload.
+#[derive(Clone, Copy)]
+struct Workload {
+    clients: usize,
+    rate: u64,
+}
+
+/// What one server did with one workload.
+struct Outcome {
+    complete: usize,
+    delivered: usize,
+    p50_ms: f64,
+    p99_ms: f64,
+    per_second: f64,
+    cpu_us_per_event: f64,
+    kib_per_stream: f64,
+}
+
+pub async fn run(a: Args) -> Result<()> {
+    let workloads = a
+        .workloads
+        .iter()
+        .map(|w| parse_workload(w))
+        .collect::<Result<Vec<_>>>()?;
+    let most = workloads.iter().map(|w| w.clients).max().unwrap_or(0);
+    let nginx = Nchan::start()?;
+    println!(
+        "## crm-events ÷ Nchan, same clients, payload, rate ({} s each)",
+        a.seconds
+    );
+    println!("| workload | server | complete | p50 ms | p99 ms | delivered/s | CPU µs/event | private KiB/stream |");
+    println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
+    for w in &workloads {
+        let mut ours = Vec::new();
+        for nodelay in [true, false] {
+            let p = Pipeline::start(most + 100, None, nodelay)?;
+            p.wait_ready().await?;
+            let label = if nodelay {
+                "crm-events (host, TCP_NODELAY)"
+            } else {
+                "crm-events (host as Spin: Nagle on)"
+            };
+            let o = run_crm_events(&p, *w, a.seconds).await?;
+            print_row(*w, label, &o);
+            ours.push(o);
+        }
+        let theirs = run_nchan(&nginx, *w, a.seconds).await?;
+        print_row(*w, "Nchan", &theirs);
+        let o = &ours[0];
+        println!(
+            "| {}×{}/s | **ratio** (crm-events with TCP_NODELAY ÷ Nchan) | | | **{:.2}** | **{:.2}** | **{:.2}** | **{:.1}** |",
+            w.clients,
+            w.rate,
+            o.p99_ms / theirs.p99_ms,
+            o.per_second / theirs.per_second,
+            o.cpu_us_per_event / theirs.cpu_us_per_event,
+            o.kib_per_stream / theirs.kib_per_stream.max(0.1),
+        );
+    }
+    Ok(())
+}
+
+fn parse_workload(w: &str) -> Result<Workload> {
+    let (c, r) = w
+        .split_once('x')
+        .context("a workload is <clients>x<rate>")?;
+    Ok(Workload {
+        clients: c.parse()?,
+        rate: r.parse()?,
+    })
+}
+
+fn print_row(w: Workload, label: &str, o: &Outcome) {
+    println!(
+        "| {}×{}/s | {label} | {}/{} | {:.1} | {:.1} | {:.0} | {:.2} | {:.0} |",
+        w.clients,
+        w.rate,
+        o.complete,
+        w.clients,
+        o.p50_ms,
+        o.p99_ms,
+        o.per_second,
+        o.cpu_us_per_event,
+        o.kib_per_stream
+    );
+    let _ = o.delivered;
+}
+
+/// The event the client receives: the envelope the sidecar would make of the
+/// value, so both servers carry the same bytes.
+fn payload(i: usize) -> (String, String) {
+    let value = format!(
+        r#"{{"Type":"JobUpdated","TenantId":"tenant-{}","JobId":"job-{i}","Status":"InProgress","SentUs":{}}}"#,
+        i % 7,
+        now_us()
+    );
+    let envelope = Envelope::from_record(
+        RawRecord {
+            topic: "aetherlink.events",
+            partition: 0,
+            offset: i as i64,
+            timestamp: Some(now_us() / 1000),
+            key: Some(b"JobUpdated"),
+            value: Some(value.as_bytes()),
+        },
+        [],
+        0,
+    )
+    .to_json();
+    (value, envelope)
+}
+
+async fn run_crm_events(p: &Pipeline, w: Workload, seconds: u64) -> Result<Outcome> {
+    let pids = p.server_pids();
+    let cpu = || {
+        pids.iter()
+            .filter_map(|pid| cpu_seconds(*pid).ok())
+            .sum::<f64>()
+    };
+    let rss = || private_bytes(pids[0]).unwrap_or(0);
+    let publish = |i: usize| {
+        let (value, _) = payload(i);
+        // One partition: Kafka orders within a partition, Nchan within its one
+        // channel, so both can be held to the same order.
+        p.kafka.send(0, Some(b"JobUpdated"), Some(value.as_bytes()));
+        async {}
+    };
+    measure(&p.stream_url(), w, seconds, cpu, rss, publish).await
+}
+
+async fn run_nchan(n: &Nchan, w: Workload, seconds: u64) -> Result<Outcome> {
+    let http = reqwest::Client::new();
+    let pub_url = format!("{}/pub", n.base);
+    let publish = |i: usize| {
+        let (_, envelope) = payload(i);
+        let req = http.post(&pub_url).body(envelope).send();
+        async move {
+            let _ = req.await;
+        }
+    };
+    let master = n.proc.0.id();
+    let rss = move || nginx_private(master);
+    measure(
+        &format!("{}/sub", n.base),
+        w,
+        seconds,
+        || cpu_seconds_of("nginx"),
+        rss,
+        publish,
+    )
+    .await
+}
+
+/// Connects the clients, publishes `rate × seconds` events at `rate`, and reads
+/// what the clients saw and what the server spent.
+async fn measure<F, Fut>(
+    url: &str,
+    w: Workload,
+    seconds: u64,
+    cpu: impl Fn() -> f64,
+    rss: impl Fn() -> u64,
+    publish: F,
+) -> Result<Outcome>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let n = (w.rate * seconds) as usize;
+    let rss_before = rss();
+    let mut clients = Vec::with_capacity(w.clients);
+    for _ in 0..w.clients {
+        clients.push(lean_client(url, n).await?);
+    }
+    let kib_per_stream = rss().saturating_sub(rss_before) as f64 / w.clients as f64 / 1024.0;
+    let (cpu_before, started) = (cpu(), Instant::now());
+    let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / w.rate));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    for i in 0..n {
+        tick.tick().await;
+        publish(i).await;
+    }
+    let mut latencies = Vec::new();
+    let mut complete = 0;
+    for c in clients {
+        let (ok, lat) = c.await?;
+        complete += usize::from(ok);
+        latencies.extend(lat);
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let spent = cpu() - cpu_before;
+    latencies.sort_unstable();
+    let delivered = latencies.len();
+    Ok(Outcome {
+        complete,
+        delivered,
+        p50_ms: percentile(&latencies, 0.5),
+        p99_ms: percentile(&latencies, 0.99),
+        per_second: delivered as f64 / elapsed,
+        cpu_us_per_event: spent * 1e6 / delivered.max(1) as f64,
+        kib_per_stream,
+    })
+}
+
+/// Opens a stream and reads `n` events in a task: whether they came complete and
+/// in order (by the `job-<i>` sequence), and each one's latency in µs. Keeps no
+/// text: 1,000 clients share the machine with the servers they measure.
+async fn lean_client(url: &str, n: usize) -> Result<tokio::task::JoinHandle<(bool, Vec<i64>)>> {
+    let resp = reqwest::Client::new()
+        .get(url)
+        .header("accept", "text/event-stream")
+        .send()
+        .await?;
+    if !resp.status().is_success() {
+        bail!("{url}: {}", resp.status());
+    }
+    Ok(tokio::spawn(async move {
+        let mut events = resp.bytes_stream().eventsource();
+        let (mut lat, mut next, mut ordered) = (Vec::with_capacity(n), 0usize, true);
+        while lat.len() < n {
+            let Ok(Some(Ok(e))) =
+                tokio::time::timeout(Duration::from_secs(30), events.next()).await
+            else {
+                break;
+            };
+            let Some(sent) = sent_us(&e.data) else {
+                continue;
+            };
+            ordered &= job_number(&e.data) == Some(next);
+            next += 1;
+            lat.push(now_us() - sent);
+        }
+        (ordered && lat.len() == n, lat)
+    }))
+}
+
+/// The `i` of `"JobId":"job-<i>"` in an event's data.
+fn job_number(data: &str) -> Option<usize> {
+    let at = data.find("job-")? + 4;
+    let digits = &data[at..];
+    let end = digits.find(|c: char| !c.is_ascii_digit())?;
+    digits[..end].parse().ok()
+}
+
+/// Memory nginx holds alone (private pages): the master and its workers.
+fn nginx_private(master: u32) -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            *pid == master
+                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .ok()
+                    .and_then(|s| {
+                        s.rsplit(')')
+                            .next()?
+                            .split_whitespace()
+                            .nth(1)?
+                            .parse::<u32>()
+                            .ok()
+                    })
+                    == Some(master)
+        })
+        .filter_map(|pid| private_bytes(pid).ok())
+        .sum()
+}
+
+/// nginx with Nchan on a loopback port, in a directory of its own.
+struct Nchan {
+    proc: Proc,
+    base: String,
+    /// `nginx -s stop` with these arguments stops the master and its workers (a
+    /// SIGKILL of the master alone would leave the workers running).
+    stop: Vec<std::ffi::OsString>,
+    binary: PathBuf,
+    _dir: TempDir,
+}
+
+impl Drop for Nchan {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(&self.binary)
+            .args(&self.stop)
+            .args(["-s", "stop"])
+            .status();
+        let _ = self.proc.0.wait();
+    }
+}
+
+/// Where `scripts/setup.sh --bench` unpacks nginx and the module.
+fn nginx_root() -> PathBuf {
+    crm_events_harness::app::root().join("target/tools/nginx")
+}
+
+impl Nchan {
+    fn start() -> Result<Self> {
+        let root = nginx_root();
+        let binary = root.join("usr/sbin/nginx");
+        let module = root.join("usr/lib/nginx/modules/ngx_nchan_module.so");
+        if !binary.exists() || !module.exists() {
+            bail!("nginx and Nchan are missing: run scripts/setup.sh --bench (make bench does)");
+        }
+        let dir = TempDir::new("crm-events-nchan")?;
+        let port = free_port()?;
+        let conf = dir.0.join("nginx.conf");
+        std::fs::write(&conf, nginx_conf(&dir.0, &module, port))?;
+        let args: Vec<std::ffi::OsString> = vec![
+            "-p".into(),
+            dir.0.clone().into(),
+            "-c".into(),
+            conf.into(),
+            "-e".into(),
+            dir.0.join("error.log").into(),
+        ];
+        let child = std::process::Command::new(&binary)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .context("starting nginx")?;
+        let nchan = Self {
+            proc: Proc(child),
+            base: format!("http://127.0.0.1:{port}"),
+            stop: args,
+            binary,
+            _dir: dir,
+        };
+        nchan.wait_ready()?;
+        Ok(nchan)
+    }
+
+    fn wait_ready(&self) -> Result<()> {
+        let url = format!("{}/ready", self.base);
+        let rt = tokio::runtime::Handle::current();
+        tokio::task::block_in_place(|| {
+            rt.block_on(until("nginx", Duration::from_secs(30), || async {
+                reqwest::get(&url)
+                    .await
+                    .is_ok_and(|r| r.status().is_success())
+            }))
+        })
+    }
+}
+
+/// Nchan's memory store; subscribers get only messages published after they
+/// connect, as crm-events' clients without a resume position do.
+fn nginx_conf(dir: &std::path::Path, module: &std::path::Path, port: u16) -> String {
+    let d = dir.display();
+    let user = if is_root() { "user root root;\n" } else { "" };
+    format!(
+        r#"daemon off;
+{user}worker_processes 2;
+pid {d}/nginx.pid;
+load_module {module};
+events {{ worker_connections 20000; }}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body;
+  proxy_temp_path {d}/proxy;
+  fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi;
+  scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /ready {{ return 200 "ok"; }}
+    location = /pub {{ nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 100; }}
+    location = /sub {{ nchan_subscriber eventsource; nchan_channel_id bench; nchan_subscriber_first_message newest; }}
+  }}
+}}
+"#,
+        module = module.display()
+    )
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+        s.lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().nth(1))
+            == Some("0")
+    })
+}
+
+/// A directory removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(prefix: &str) -> Result<Self> {
+        let dir = std::env::temp_dir().join(format!("{prefix}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        Ok(Self(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
