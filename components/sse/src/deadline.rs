@@ -1,5 +1,5 @@
 //! Sends with a deadline: a client that stops reading must not hold its stream (an
-//! instance, two Redis connections, a lease) for ever.
+//! instance, a Redis connection, a lease) for ever.
 //!
 //! A write waits only while the host's buffers and the socket's are full, which is
 //! the stream's whole backlog: the relay reads the next batch from Redis only after

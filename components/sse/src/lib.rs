@@ -11,7 +11,7 @@
 //!    the per-subject and per-address limits (`429`);
 //! 4. **resume**: decide where the stream starts ([`position`]), reporting lost
 //!    history as a `gap`;
-//! 5. **tail** the Redis stream ([`relay`]): `XREAD BLOCK` on a connection of its own,
+//! 5. **tail** the Redis stream ([`relay`]): `XREAD BLOCK` on the stream's one connection,
 //!    so new events go out within one Redis round trip and the block time doubles as
 //!    the keepalive interval; the stream ends at the token's `exp` with an
 //!    `auth_expired` event.
@@ -88,8 +88,9 @@ const ALLOW: &str = "GET, POST, OPTIONS";
 
 /// An admitted stream: everything the relay needs.
 struct Opened {
-    control: Redis,
-    reader: Redis,
+    /// The stream's one Redis connection: the relay is sequential (read, send,
+    /// renew the lease, read), so `XREAD BLOCK` and the lease never need two.
+    redis: Redis,
     lease: lease::Lease,
     start: Start,
     /// The stream's epoch (every event id carries it).
@@ -156,17 +157,10 @@ fn open(
         address: &call.address,
     };
     let lease = lease::Lease::acquire(&control, config, &owner)?;
-    // The stream gets a connection of its own: `XREAD BLOCK` holds it while waiting.
-    let resumed = Redis::open(&config.common.redis_address).and_then(|reader| {
-        let keys = &config.common.keys;
-        let (start, epoch) =
-            position::resolve(&reader, keys, request.resume, request.epoch.as_deref())?;
-        Ok((reader, start, epoch))
-    });
-    match resumed {
-        Ok((reader, start, epoch)) => Ok(Opened {
-            control,
-            reader,
+    let keys = &config.common.keys;
+    match position::resolve(&control, keys, request.resume, request.epoch.as_deref()) {
+        Ok((start, epoch)) => Ok(Opened {
+            redis: control,
             lease,
             start,
             epoch,

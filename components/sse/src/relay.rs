@@ -183,7 +183,7 @@ impl<'a> Relay<'a> {
 
     /// One `XREAD BLOCK` after the current position.
     fn read(&self, block: Duration) -> Result<Vec<Entry>, String> {
-        let reply = self.opened.reader.run(
+        let reply = self.opened.redis.run(
             "XREAD",
             &[
                 "COUNT",
@@ -232,7 +232,7 @@ impl<'a> Relay<'a> {
     /// Renews the client lease once per keepalive interval.
     fn renew_lease_if_due(&mut self) {
         if self.last_renewal.elapsed() >= Duration::from_secs(self.config.keepalive_seconds) {
-            self.opened.lease.renew(&self.opened.control);
+            self.opened.lease.renew(&self.opened.redis);
             self.last_renewal = Instant::now();
         }
     }
@@ -243,20 +243,20 @@ impl<'a> Relay<'a> {
         if self.uncounted > 0 {
             let key = self.config.common.keys.messages_total();
             let n = std::mem::take(&mut self.uncounted).to_string();
-            let _ = self.opened.control.run("INCRBY", &[&key, &n]);
+            let _ = self.opened.redis.run("INCRBY", &[&key, &n]);
         }
     }
 
     /// Counts a stream ended because its client stopped reading (best effort).
     fn count_slow_client(&self) {
         let key = self.config.common.keys.slow_clients_total();
-        let _ = self.opened.control.run("INCR", &[&key]);
+        let _ = self.opened.redis.run("INCR", &[&key]);
     }
 
     /// Counts what is left and gives the lease back.
     fn finish(mut self) {
         self.count_messages();
-        self.opened.lease.release(&self.opened.control);
+        self.opened.lease.release(&self.opened.redis);
     }
 }
 
