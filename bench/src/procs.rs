@@ -138,17 +138,24 @@ pub fn cpu_seconds(pid: u32) -> Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / 100.0)
 }
 
-/// CPU seconds used by every process whose command is `comm` (e.g. the backends
-/// of a PostgreSQL cluster: `postgres`).
-pub fn cpu_seconds_of(comm: &str) -> f64 {
+/// The pids of every process whose command is `comm` (`/proc/<pid>/comm`).
+pub fn pids_of(comm: &str) -> Vec<u32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0.0;
+        return Vec::new();
     };
     dir.flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
         .filter(|pid| {
             std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm)
         })
+        .collect()
+}
+
+/// CPU seconds used by every process whose command is `comm` (e.g. the backends
+/// of a PostgreSQL cluster: `postgres`).
+pub fn cpu_seconds_of(comm: &str) -> f64 {
+    pids_of(comm)
+        .into_iter()
         .filter_map(|pid| cpu_seconds(pid).ok())
         .sum()
 }

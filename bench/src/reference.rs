@@ -10,7 +10,7 @@
 //! and workers: RSS would count the components' shared memory image per instance). nginx and the module are Debian's
 //! (`nginx`, `libnginx-mod-nchan`), unpacked by `scripts/setup.sh --bench`.
 
-use crate::procs::{cpu_seconds, cpu_seconds_of, private_bytes, until, Proc};
+use crate::procs::{cpu_seconds, cpu_seconds_of, pids_of, private_bytes, until, Proc};
 use crate::sse::{now_us, percentile, sent_us, Pipeline};
 use anyhow::{bail, Context, Result};
 use crm_events_contracts::envelope::{Envelope, RawRecord};
@@ -41,7 +41,6 @@ struct Workload {
 /// What one server did with one workload.
 struct Outcome {
     complete: usize,
-    delivered: usize,
     p50_ms: f64,
     p99_ms: f64,
     per_second: f64,
@@ -116,7 +115,6 @@ fn print_row(w: Workload, label: &str, o: &Outcome) {
         o.cpu_us_per_event,
         o.kib_per_stream
     );
-    let _ = o.delivered;
 }
 
 /// The event the client receives: the envelope the sidecar would make of the
@@ -150,7 +148,7 @@ async fn run_crm_events(p: &Pipeline, w: Workload, seconds: u64) -> Result<Outco
             .filter_map(|pid| cpu_seconds(*pid).ok())
             .sum::<f64>()
     };
-    let rss = || private_bytes(pids[0]).unwrap_or(0);
+    let private = || private_bytes(pids[0]).unwrap_or(0);
     let publish = |i: usize| {
         let (value, _) = payload(i);
         // One partition: Kafka orders within a partition, Nchan within its one
@@ -158,7 +156,7 @@ async fn run_crm_events(p: &Pipeline, w: Workload, seconds: u64) -> Result<Outco
         p.kafka.send(0, Some(b"JobUpdated"), Some(value.as_bytes()));
         async {}
     };
-    measure(&p.stream_url(), w, seconds, cpu, rss, publish).await
+    measure(&p.stream_url(), w, seconds, cpu, private, publish).await
 }
 
 async fn run_nchan(n: &Nchan, w: Workload, seconds: u64) -> Result<Outcome> {
@@ -171,14 +169,12 @@ async fn run_nchan(n: &Nchan, w: Workload, seconds: u64) -> Result<Outcome> {
             let _ = req.await;
         }
     };
-    let master = n.proc.0.id();
-    let rss = move || nginx_private(master);
     measure(
         &format!("{}/sub", n.base),
         w,
         seconds,
         || cpu_seconds_of("nginx"),
-        rss,
+        nginx_private,
         publish,
     )
     .await
@@ -191,7 +187,7 @@ async fn measure<F, Fut>(
     w: Workload,
     seconds: u64,
     cpu: impl Fn() -> f64,
-    rss: impl Fn() -> u64,
+    private: impl Fn() -> u64,
     publish: F,
 ) -> Result<Outcome>
 where
@@ -199,12 +195,13 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let n = (w.rate * seconds) as usize;
-    let rss_before = rss();
+    let private_before = private();
     let mut clients = Vec::with_capacity(w.clients);
     for _ in 0..w.clients {
         clients.push(lean_client(url, n).await?);
     }
-    let kib_per_stream = rss().saturating_sub(rss_before) as f64 / w.clients as f64 / 1024.0;
+    let kib_per_stream =
+        private().saturating_sub(private_before) as f64 / w.clients as f64 / 1024.0;
     let (cpu_before, started) = (cpu(), Instant::now());
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / w.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -225,7 +222,6 @@ where
     let delivered = latencies.len();
     Ok(Outcome {
         complete,
-        delivered,
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         per_second: delivered as f64 / elapsed,
@@ -274,27 +270,11 @@ fn job_number(data: &str) -> Option<usize> {
     digits[..end].parse().ok()
 }
 
-/// Memory nginx holds alone (private pages): the master and its workers.
-fn nginx_private(master: u32) -> u64 {
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return 0;
-    };
-    dir.flatten()
-        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
-        .filter(|pid| {
-            *pid == master
-                || std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .ok()
-                    .and_then(|s| {
-                        s.rsplit(')')
-                            .next()?
-                            .split_whitespace()
-                            .nth(1)?
-                            .parse::<u32>()
-                            .ok()
-                    })
-                    == Some(master)
-        })
+/// Memory nginx holds alone (private pages): the master and its workers (every
+/// `nginx` process, as its CPU is counted).
+fn nginx_private() -> u64 {
+    pids_of("nginx")
+        .into_iter()
         .filter_map(|pid| private_bytes(pid).ok())
         .sum()
 }

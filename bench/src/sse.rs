@@ -173,8 +173,8 @@ impl Pipeline {
         nodelay: bool,
     ) -> Result<Self> {
         let redis = RedisServer::start()?;
-        // Every stream holds two Redis connections: the default maxclients (10,000)
-        // would refuse the 5,000th.
+        // Every stream holds a Redis connection: the default maxclients (10,000)
+        // would refuse the 10,000th stream beside the sidecar's and the probes'.
         redis::cmd("CONFIG")
             .arg("SET")
             .arg("maxclients")

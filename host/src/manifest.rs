@@ -38,16 +38,13 @@ struct RawHttpTrigger {
     component: String,
 }
 
+/// A declared variable. `secret = true` is accepted and needs nothing more: the
+/// host never prints a variable's value.
 #[derive(Debug, Deserialize)]
 struct RawVariable {
     default: Option<String>,
     #[serde(default)]
     required: bool,
-    /// Spin keeps secret values out of its output; so does the host (it never
-    /// prints a variable's value).
-    #[serde(default)]
-    #[allow(dead_code)]
-    secret: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,7 +318,6 @@ mod tests {
                 let var = RawVariable {
                     default: d.map(str::to_string),
                     required: *r,
-                    secret: false,
                 };
                 (n.to_string(), var)
             })

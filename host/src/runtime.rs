@@ -334,7 +334,7 @@ fn new_store(loaded: &Loaded, redis_timeout: Option<Duration>) -> Store<Instance
             wasi: WasiCtx::builder().inherit_stderr().inherit_stdout().build(),
             http: WasiHttpCtx::new(),
             http_hooks: OutboundHttp {
-                allowed: loaded.spec.allowed_outbound_hosts.clone(),
+                component: loaded.spec.clone(),
             },
             table: ResourceTable::new(),
             component: loaded.spec.clone(),
@@ -450,13 +450,7 @@ fn compile_cached(
 
 /// A response with no body, as Spin sends its `404` and `500`.
 fn empty(status: u16) -> HostResponse {
-    let body = Full::new(Bytes::new())
-        .map_err(|never| match never {})
-        .boxed_unsync();
-    hyper::Response::builder()
-        .status(status)
-        .body(body)
-        .expect("static response")
+    respond(status, None, Bytes::new())
 }
 
 fn json(status: u16, body: &'static str) -> HostResponse {
@@ -468,14 +462,19 @@ fn json(status: u16, body: &'static str) -> HostResponse {
 }
 
 fn whole(status: u16, content_type: &'static str, body: Bytes) -> HostResponse {
+    respond(status, Some(content_type), body)
+}
+
+/// A response the host makes itself, with the whole body at once.
+fn respond(status: u16, content_type: Option<&'static str>, body: Bytes) -> HostResponse {
     let body = Full::new(body)
         .map_err(|never| match never {})
         .boxed_unsync();
-    hyper::Response::builder()
-        .status(status)
-        .header("content-type", content_type)
-        .body(body)
-        .expect("static response")
+    let mut builder = hyper::Response::builder().status(status);
+    if let Some(content_type) = content_type {
+        builder = builder.header("content-type", content_type);
+    }
+    builder.body(body).expect("static response")
 }
 
 #[cfg(test)]

@@ -24,6 +24,12 @@ impl Pace {
     }
 }
 
+/// How many events `rate` per second owes after `elapsed` (a producer that sends
+/// what is due instead of `per_tick` holds the rate whatever one send costs).
+pub fn due_by(elapsed: Duration, rate: u32) -> u64 {
+    (elapsed.as_secs_f64() * f64::from(rate.max(1))) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -41,5 +47,14 @@ mod tests {
         let fast = Pace::new(10_000);
         assert_eq!((fast.per_tick, fast.every), (10, Duration::from_millis(1)));
         assert_eq!(Pace::new(0).per_tick, 1);
+    }
+
+    /// The debt grows with time, not with how many sends were made.
+    #[test]
+    fn the_debt_follows_the_clock() {
+        assert_eq!(due_by(Duration::from_millis(1), 10_000), 10);
+        assert_eq!(due_by(Duration::from_millis(250), 10_000), 2_500);
+        assert_eq!(due_by(Duration::from_secs(2), 5), 10);
+        assert_eq!(due_by(Duration::from_secs(1), 0), 1);
     }
 }

@@ -6,7 +6,7 @@ use crate::config::DatabaseArgs;
 use crate::db::{self, Session};
 use anyhow::Result;
 use crm_events_contracts::demo;
-use crm_events_native::pace::Pace;
+use crm_events_native::pace::{due_by, Pace};
 use std::future::Future;
 
 /// The insert of one tick's rows.
@@ -17,11 +17,6 @@ const INSERT: &str = "INSERT INTO outbox_events (tenant_id, type, payload, occur
 /// The most rows one insert carries (a Postgres that was away for a while is caught
 /// up in statements of this size).
 const MAX_BATCH: u64 = 5_000;
-
-/// How many events `rate` per second owes after `elapsed`.
-fn due_by(elapsed: std::time::Duration, rate: u32) -> u64 {
-    (elapsed.as_secs_f64() * f64::from(rate.max(1))) as u64
-}
 
 /// Writes demo rows at `rate` per second until `shutdown`, holding the rate
 /// whatever one commit costs (up to what Postgres can take).
@@ -74,20 +69,5 @@ pub async fn run(db: &DatabaseArgs, rate: u32, shutdown: impl Future<Output = ()
                 }
             }
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    /// The debt grows with time, not with how many inserts were made.
-    #[test]
-    fn the_debt_follows_the_clock() {
-        assert_eq!(due_by(Duration::from_millis(1), 10_000), 10);
-        assert_eq!(due_by(Duration::from_millis(250), 10_000), 2_500);
-        assert_eq!(due_by(Duration::from_secs(2), 5), 10);
-        assert_eq!(due_by(Duration::from_secs(1), 0), 1);
     }
 }

@@ -3,13 +3,16 @@
 //! `HttpRequestDenied` before any connection is made, as under `spin up`.
 
 use super::address_allowed;
+use crate::manifest::ComponentSpec;
 use hyper::http;
 use std::future::Future;
+use std::sync::Arc;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-/// The per-instance hooks: the component's allowed hosts.
+/// The per-instance hooks: the component whose `allowed_outbound_hosts` apply
+/// (shared with the instance, not copied per request).
 pub struct OutboundHttp {
-    pub(crate) allowed: Vec<String>,
+    pub(crate) component: Arc<ComponentSpec>,
 }
 
 /// What `send_request` hands back.
@@ -38,7 +41,11 @@ impl WasiHttpHooks for OutboundHttp {
         } else {
             80
         };
-        if !address_allowed(&uri.to_string(), &self.allowed, default_port) {
+        if !address_allowed(
+            &uri.to_string(),
+            &self.component.allowed_outbound_hosts,
+            default_port,
+        ) {
             tracing::warn!(host = ?uri.host(), "outbound HTTP denied by allowed_outbound_hosts");
             return Box::new(async { Err(Error::HttpRequestDenied) });
         }
@@ -64,7 +71,13 @@ mod tests {
     #[tokio::test]
     async fn unlisted_urls_are_denied() {
         let mut hooks = OutboundHttp {
-            allowed: vec!["https://api.example:443".to_string()],
+            component: Arc::new(ComponentSpec {
+                id: "c".into(),
+                source: "c.wasm".into(),
+                variables: Default::default(),
+                allowed_outbound_hosts: vec!["https://api.example:443".to_string()],
+                build_command: None,
+            }),
         };
         let body = http_body_util::Empty::new()
             .map_err(|never| match never {})
