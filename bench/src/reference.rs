@@ -31,6 +31,14 @@ pub struct Args {
     seconds: u64,
 }
 
+/// How crm-events runs: `TCP_NODELAY` on the host's sockets, a `linger_ms` other
+/// than the default, and the label. The first is the one the ratios use.
+const VARIANTS: [(bool, Option<u64>, &str); 3] = [
+    (true, None, "crm-events (host, TCP_NODELAY)"),
+    (false, None, "crm-events (host as Spin: Nagle on)"),
+    (true, Some(0), "crm-events (TCP_NODELAY, linger_ms=0)"),
+];
+
 /// One workload.
 #[derive(Clone, Copy)]
 struct Workload {
@@ -45,6 +53,8 @@ struct Outcome {
     p99_ms: f64,
     per_second: f64,
     cpu_us_per_event: f64,
+    /// The CPU per delivered event of each server process, in the order given.
+    cpu_split: Vec<f64>,
     kib_per_stream: f64,
 }
 
@@ -64,16 +74,14 @@ pub async fn run(a: Args) -> Result<()> {
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for w in &workloads {
         let mut ours = Vec::new();
-        for nodelay in [true, false] {
-            let p = Pipeline::start(most + 100, None, nodelay)?;
+        for (nodelay, linger, label) in VARIANTS {
+            let variables = linger.map(|ms| vec![format!("linger_ms={ms}")]);
+            let p =
+                Pipeline::start_with(most + 100, None, nodelay, &variables.unwrap_or_default())?;
             p.wait_ready().await?;
-            let label = if nodelay {
-                "crm-events (host, TCP_NODELAY)"
-            } else {
-                "crm-events (host as Spin: Nagle on)"
-            };
             let o = run_crm_events(&p, *w, a.seconds).await?;
             print_row(*w, label, &o);
+            print_split(*w, &o);
             ours.push(o);
         }
         let theirs = run_nchan(&nginx, *w, a.seconds).await?;
@@ -90,6 +98,17 @@ pub async fn run(a: Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// Where crm-events' CPU went: the host, Redis and the sidecar
+/// ([`Pipeline::server_pids`]'s order).
+fn print_split(w: Workload, o: &Outcome) {
+    if let [host, redis, sidecar] = o.cpu_split[..] {
+        println!(
+            "| {}×{}/s | ↳ CPU µs/event: host {host:.2}, Redis {redis:.2}, sidecar {sidecar:.2} | | | | | | |",
+            w.clients, w.rate
+        );
+    }
 }
 
 fn parse_workload(w: &str) -> Result<Workload> {
@@ -145,8 +164,8 @@ async fn run_crm_events(p: &Pipeline, w: Workload, seconds: u64) -> Result<Outco
     let pids = p.server_pids();
     let cpu = || {
         pids.iter()
-            .filter_map(|pid| cpu_seconds(*pid).ok())
-            .sum::<f64>()
+            .map(|pid| cpu_seconds(*pid).unwrap_or(0.0))
+            .collect::<Vec<f64>>()
     };
     let private = || private_bytes(pids[0]).unwrap_or(0);
     let publish = |i: usize| {
@@ -173,7 +192,7 @@ async fn run_nchan(n: &Nchan, w: Workload, seconds: u64) -> Result<Outcome> {
         &format!("{}/sub", n.base),
         w,
         seconds,
-        || cpu_seconds_of("nginx"),
+        || vec![cpu_seconds_of("nginx")],
         nginx_private,
         publish,
     )
@@ -186,7 +205,7 @@ async fn measure<F, Fut>(
     url: &str,
     w: Workload,
     seconds: u64,
-    cpu: impl Fn() -> f64,
+    cpu: impl Fn() -> Vec<f64>,
     private: impl Fn() -> u64,
     publish: F,
 ) -> Result<Outcome>
@@ -217,7 +236,7 @@ where
         latencies.extend(lat);
     }
     let elapsed = started.elapsed().as_secs_f64();
-    let spent = cpu() - cpu_before;
+    let spent: Vec<f64> = cpu().iter().zip(&cpu_before).map(|(a, b)| a - b).collect();
     latencies.sort_unstable();
     let delivered = latencies.len();
     Ok(Outcome {
@@ -225,7 +244,11 @@ where
         p50_ms: percentile(&latencies, 0.5),
         p99_ms: percentile(&latencies, 0.99),
         per_second: delivered as f64 / elapsed,
-        cpu_us_per_event: spent * 1e6 / delivered.max(1) as f64,
+        cpu_us_per_event: spent.iter().sum::<f64>() * 1e6 / delivered.max(1) as f64,
+        cpu_split: spent
+            .iter()
+            .map(|s| s * 1e6 / delivered.max(1) as f64)
+            .collect(),
         kib_per_stream,
     })
 }

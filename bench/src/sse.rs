@@ -172,6 +172,16 @@ impl Pipeline {
         logs: Option<&std::path::Path>,
         nodelay: bool,
     ) -> Result<Self> {
+        Self::start_with(max_instances, logs, nodelay, &[])
+    }
+
+    /// [`Pipeline::start`] with more app variables (`name=value`).
+    pub fn start_with(
+        max_instances: usize,
+        logs: Option<&std::path::Path>,
+        nodelay: bool,
+        variables: &[String],
+    ) -> Result<Self> {
         let redis = RedisServer::start()?;
         // Every stream holds a Redis connection: the default maxclients (10,000)
         // would refuse the 10,000th stream beside the sidecar's and the probes'.
@@ -191,30 +201,38 @@ impl Pipeline {
         )?;
         let port = free_port()?;
         let nodelay = if nodelay { "1" } else { "0" };
+        let (manifest, cache) = (app::manifest_path(), app::cache_dir());
+        let (listen, redis_host) = (
+            format!("127.0.0.1:{port}"),
+            format!("redis_host={}", redis.host_port()),
+        );
+        let max_instances = max_instances.to_string();
+        let mut args = vec![
+            "--manifest",
+            manifest.to_str().context("path")?,
+            "--listen",
+            &listen,
+            "--variable",
+            &redis_host,
+            "--variable",
+            "max_clients=0",
+            // The pipeline's own latency; `bench auth` measures what auth adds.
+            // Every client is on 127.0.0.1: no per-address limits here.
+            "--variable",
+            "auth_mode=none",
+            "--variable",
+            "max_streams_per_address=0",
+            "--variable",
+            "max_connects_per_minute=0",
+            "--max-instances",
+            &max_instances,
+            "--cache-dir",
+            cache.to_str().context("path")?,
+        ];
+        args.extend(variables.iter().flat_map(|v| ["--variable", v.as_str()]));
         let host = spawn_logged(
             "crm-events-host",
-            &[
-                "--manifest",
-                app::manifest_path().to_str().context("path")?,
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--variable",
-                &format!("redis_host={}", redis.host_port()),
-                "--variable",
-                "max_clients=0",
-                // The pipeline's own latency; `bench auth` measures what auth adds.
-                // Every client is on 127.0.0.1: no per-address limits here.
-                "--variable",
-                "auth_mode=none",
-                "--variable",
-                "max_streams_per_address=0",
-                "--variable",
-                "max_connects_per_minute=0",
-                "--max-instances",
-                &max_instances.to_string(),
-                "--cache-dir",
-                app::cache_dir().to_str().context("path")?,
-            ],
+            &args,
             &[("CRM_EVENTS_HOST_TCP_NODELAY", nodelay.to_string())],
             &Log::in_dir(logs, "host"),
         )?;

@@ -32,6 +32,9 @@ struct Args {
     /// Set TCP_NODELAY on accepted sockets (Spin 4 does not; see the README).
     #[arg(long, env = "CRM_EVENTS_HOST_TCP_NODELAY", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     tcp_nodelay: bool,
+    /// Write /tmp/perf-<pid>.map so `perf report` names the components' functions.
+    #[arg(long, env = "CRM_EVENTS_HOST_PERF_MAP", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    perf_map: bool,
     /// Directory for compiled components (reused across runs).
     #[arg(long, default_value = "target/crm-events-host-cache")]
     cache_dir: PathBuf,
@@ -58,6 +61,7 @@ async fn main() -> Result<()> {
     config.redis_timeout = (args.redis_timeout_ms > 0)
         .then(|| std::time::Duration::from_millis(args.redis_timeout_ms));
     config.tcp_nodelay = args.tcp_nodelay;
+    config.perf_map = args.perf_map;
     config.variables = args.variables.into_iter().collect();
     let host = Host::load(config)
         .await

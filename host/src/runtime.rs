@@ -57,6 +57,10 @@ pub struct HostConfig {
     /// then meet Nagle's algorithm and delayed ACKs), so neither does the host by
     /// default; `make run` turns it on.
     pub tcp_nodelay: bool,
+    /// Write `/tmp/perf-<pid>.map` so `perf` names the components' compiled
+    /// functions (profiling; the first host of a process decides, as the engine is
+    /// shared).
+    pub perf_map: bool,
 }
 
 impl HostConfig {
@@ -69,6 +73,7 @@ impl HostConfig {
             cache_dir: None,
             redis_timeout: Some(DEFAULT_REDIS_TIMEOUT),
             tcp_nodelay: false,
+            perf_map: false,
         }
     }
 
@@ -130,7 +135,7 @@ impl Host {
     /// Reads the manifest and compiles every component (in parallel, cached).
     pub async fn load(config: HostConfig) -> Result<Arc<Self>> {
         let manifest = Manifest::load(&config.manifest, &config.variables)?;
-        let engine = shared_engine()?;
+        let engine = shared_engine(config.perf_map)?;
 
         let mut linker: Linker<InstanceState> = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(|e| anyhow!("{e:?}"))?;
@@ -399,12 +404,16 @@ fn compile(engine: &Engine, source: &Path, cache: Option<&Path>) -> Result<Compo
 }
 
 /// The engine every host in this process uses.
-fn shared_engine() -> Result<Engine> {
+fn shared_engine(perf_map: bool) -> Result<Engine> {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
     if let Some(e) = ENGINE.get() {
         return Ok(e.clone());
     }
-    let engine = Engine::new(&Config::new()).map_err(|e| anyhow!("{e:?}"))?;
+    let mut config = Config::new();
+    if perf_map {
+        config.profiler(wasmtime::ProfilingStrategy::PerfMap);
+    }
+    let engine = Engine::new(&config).map_err(|e| anyhow!("{e:?}"))?;
     Ok(ENGINE.get_or_init(|| engine).clone())
 }
 

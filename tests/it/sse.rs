@@ -10,7 +10,7 @@ use crm_events_harness::mock_kafka::Kafka;
 use crm_events_harness::redis_server::RedisServer;
 use crm_events_harness::sse_client::{stream_id, SseClient};
 use serde_json::Value;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const T: Duration = Duration::from_secs(20);
 const TOPIC: &str = "aetherlink.events";
@@ -655,6 +655,39 @@ async fn drain_ids(mut stream: tokio::net::TcpStream) -> Vec<String> {
         .filter_map(|f| frame_id(f))
         .map(str::to_string)
         .collect()
+}
+
+/// A stream reads at most once per `linger_ms`: events that arrive right after a
+/// batch wait for the rest of it and go out together, while the first event after
+/// a quiet spell goes at once.
+#[tokio::test]
+async fn linger_gathers_what_follows_a_batch_but_never_delays_the_first() {
+    let linger = Duration::from_millis(1000);
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis.connection().unwrap();
+    let app = App::start(&redis, &[("linger_ms", "1000")]).await;
+    let mut c = SseClient::connect(&app.url("/crm-events"), &[]).await;
+    assert_eq!(c.next_json(T).await.unwrap().1["kind"], "connected");
+
+    let sent = Instant::now();
+    let first = add(&mut conn, "*", 1, "t1", "JobCreated");
+    assert_eq!(c.domain_stream_ids(1, T).await, [first]);
+    let quiet_latency = sent.elapsed();
+    let next: Vec<String> = (2..4)
+        .map(|i| add(&mut conn, "*", i, "t1", "JobCreated"))
+        .collect();
+    assert_eq!(c.domain_stream_ids(2, T).await, next);
+    let gathered = sent.elapsed();
+    // The batch of `first` was read after it was added: the next read waits until
+    // a whole linger after that, so the two that followed arrive after it.
+    assert!(
+        gathered >= linger,
+        "the followers waited out the linger: {gathered:?}"
+    );
+    assert!(
+        quiet_latency < linger - Duration::from_millis(200),
+        "the first event after a quiet spell waited: {quiet_latency:?}"
+    );
 }
 
 /// 100 clients that stop reading beside 100 that read: the readers get every

@@ -31,6 +31,10 @@ pub const READ_COUNT: &str = "read_count";
 /// take it; a stream whose client does not read for this long ends (it resumes with
 /// `Last-Event-ID`) and is counted in `crm_events_sse_slow_clients_total`.
 pub const SEND_TIMEOUT_SECONDS: &str = "send_timeout_seconds";
+/// `linger_ms`: the least time between two reads of one stream. Events that arrive
+/// within it go out together (one wake-up, one write); the first event after a
+/// quiet spell goes at once.
+pub const LINGER_MS: &str = "linger_ms";
 /// `max_streams_per_subject`: concurrent streams of one token subject (0 = unlimited).
 pub const MAX_STREAMS_PER_SUBJECT: &str = "max_streams_per_subject";
 /// `max_streams_per_address`: concurrent streams from one client address (0 = unlimited).
@@ -64,6 +68,8 @@ pub const DEFAULT_KAFKA_GROUP: &str = "crm-events-sse";
 /// Default of [`MAX_CLIENTS`]: below Spin's default cap of 1,000 live instances, so
 /// health checks and scrapes still get an instance when every stream is open.
 pub const DEFAULT_MAX_CLIENTS: u64 = 900;
+/// Default of [`LINGER_MS`] (docs/benchmarks.md, "Linger").
+pub const DEFAULT_LINGER_MS: u64 = 5;
 /// Default of [`REDIS_ADDRESS`].
 pub const DEFAULT_REDIS_ADDRESS: &str = "redis://127.0.0.1:6379";
 
@@ -197,6 +203,9 @@ pub struct SseConfig {
     /// Seconds one write may wait for a client that does not read (1..=3600,
     /// default 10); then the stream ends.
     pub send_timeout_seconds: u64,
+    /// Least ms between two reads of one stream (0..=1000, default
+    /// [`DEFAULT_LINGER_MS`]).
+    pub linger_ms: u64,
     /// CORS policy.
     pub cors: Cors,
     /// Per-subject and per-address limits.
@@ -227,6 +236,7 @@ impl SseConfig {
             retry_ms: number(vars, RETRY_MS, 3000, 0, 3_600_000)?,
             read_count: number(vars, READ_COUNT, 500, 1, 10_000)?,
             send_timeout_seconds: number(vars, SEND_TIMEOUT_SECONDS, 10, 1, 3600)?,
+            linger_ms: number(vars, LINGER_MS, DEFAULT_LINGER_MS, 0, 1000)?,
             cors: Cors::parse(&text(vars, CORS_ALLOWED_ORIGINS, "")),
             limits: Limits {
                 per_subject: number(vars, MAX_STREAMS_PER_SUBJECT, 20, 0, 1_000_000)?,
@@ -354,6 +364,15 @@ mod tests {
         assert!(SseConfig::load(&vars(&[(KEEPALIVE_SECONDS, "0")])).is_err());
         let c = SseConfig::load(&vars(&[(MAX_CLIENTS, " 5 ")])).unwrap();
         assert_eq!(c.max_clients, 5);
+        assert_eq!(c.linger_ms, DEFAULT_LINGER_MS);
+        assert_eq!(
+            SseConfig::load(&vars(&[(LINGER_MS, "0")]))
+                .unwrap()
+                .linger_ms,
+            0
+        );
+        let e = SseConfig::load(&vars(&[(LINGER_MS, "1001")])).unwrap_err();
+        assert_eq!(e.name, LINGER_MS);
     }
 
     #[test]

@@ -55,41 +55,41 @@ pub struct Entry {
 #[error("unexpected Redis reply shape: {0}")]
 pub struct ShapeError(pub String);
 
-/// Parses a flattened `XREAD … STREAMS <one stream> <id>` reply.
-pub fn parse_xread(items: &[Reply]) -> Result<Vec<Entry>, ShapeError> {
-    let items: Vec<&Reply> = items.iter().filter(|r| **r != Reply::Nil).collect();
-    match items.split_first() {
-        None => Ok(Vec::new()),
-        Some((_stream_name, rest)) => parse_triples(rest),
+/// Parses a flattened `XREAD … STREAMS <one stream> <id>` reply. Takes the reply by
+/// value: each envelope moves into its entry (this runs once per batch per stream).
+pub fn parse_xread(items: Vec<Reply>) -> Result<Vec<Entry>, ShapeError> {
+    let mut items = items.into_iter().filter(|r| *r != Reply::Nil);
+    if items.next().is_none() {
+        return Ok(Vec::new()); // nothing, or only the stream's name
     }
-}
-
-fn parse_triples(items: &[&Reply]) -> Result<Vec<Entry>, ShapeError> {
-    if items.len() % 3 != 0 {
+    let rest: Vec<Reply> = items.collect();
+    if rest.len() % 3 != 0 {
         return Err(ShapeError(format!(
             "{} items is not a whole number of single-field entries",
-            items.len()
+            rest.len()
         )));
     }
-    items
-        .chunks_exact(3)
-        .map(|t| {
-            let id = t[0]
-                .as_str()
-                .and_then(|s| s.parse::<StreamId>().ok())
-                .ok_or_else(|| ShapeError(format!("entry id {:?}", t[0])))?;
-            if t[1].as_str() != Some(ENVELOPE_FIELD) {
-                return Err(ShapeError(format!("entry {id} field {:?}", t[1])));
-            }
-            let Reply::Bytes(envelope) = t[2] else {
-                return Err(ShapeError(format!("entry {id} value {:?}", t[2])));
-            };
-            Ok(Entry {
-                id,
-                envelope: envelope.clone(),
-            })
-        })
-        .collect()
+    let mut entries = Vec::with_capacity(rest.len() / 3);
+    let mut rest = rest.into_iter();
+    while let (Some(id), Some(field), Some(value)) = (rest.next(), rest.next(), rest.next()) {
+        entries.push(parse_entry(id, field, value)?);
+    }
+    Ok(entries)
+}
+
+/// One `id, field, value` triple of a flattened `XREAD` reply.
+fn parse_entry(id: Reply, field: Reply, value: Reply) -> Result<Entry, ShapeError> {
+    let id = id
+        .as_str()
+        .and_then(|s| s.parse::<StreamId>().ok())
+        .ok_or_else(|| ShapeError(format!("entry id {id:?}")))?;
+    if field.as_str() != Some(ENVELOPE_FIELD) {
+        return Err(ShapeError(format!("entry {id} field {field:?}")));
+    }
+    match value {
+        Reply::Bytes(envelope) => Ok(Entry { id, envelope }),
+        other => Err(ShapeError(format!("entry {id} value {other:?}"))),
+    }
 }
 
 /// The facts `XINFO STREAM` gives that resuming needs.
@@ -162,18 +162,18 @@ mod tests {
             b("e"),
             b("{}"),
         ];
-        let entries = parse_xread(&items).unwrap();
+        let entries = parse_xread(items.clone()).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].id, StreamId::new(1, 1));
         assert_eq!(entries[0].envelope, b"{\"a\":1}");
-        assert!(parse_xread(&[]).unwrap().is_empty());
-        assert!(parse_xread(&[Reply::Nil]).unwrap().is_empty());
+        assert!(parse_xread(vec![]).unwrap().is_empty());
+        assert!(parse_xread(vec![Reply::Nil]).unwrap().is_empty());
     }
 
     #[test]
     fn envelope_that_looks_like_an_id_stays_a_value() {
         let items = vec![b("s"), b("1-0"), b("e"), b("2-0"), b("3-0"), b("e"), b("e")];
-        let entries = parse_xread(&items).unwrap();
+        let entries = parse_xread(items.clone()).unwrap();
         assert_eq!(entries[0].envelope, b"2-0");
         assert_eq!(entries[1].envelope, b"e");
     }
@@ -181,9 +181,9 @@ mod tests {
     #[test]
     fn foreign_entries_are_an_error_not_a_misread() {
         let items = vec![b("s"), b("1-0"), b("a"), b("1"), b("b")];
-        assert!(parse_xread(&items).is_err());
+        assert!(parse_xread(items.clone()).is_err());
         let items = vec![b("s"), b("1-0"), b("other"), b("1")];
-        assert!(parse_xread(&items).is_err());
+        assert!(parse_xread(items.clone()).is_err());
     }
 
     #[test]

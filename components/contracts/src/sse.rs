@@ -16,6 +16,13 @@ pub fn event(out: &mut String, id: Option<&str>, data: &str) {
     if let Some(id) = id {
         push_field(out, "id", id);
     }
+    if memchr::memchr2(b'\r', b'\n', data.as_bytes()).is_none() {
+        // The usual case (an envelope: JSON has no raw line breaks): one line.
+        out.push_str("data: ");
+        out.push_str(data);
+        out.push_str("\n\n");
+        return;
+    }
     // CRLF and lone CR are line breaks too; fold them into LF, then one `data:` line
     // per line, so nothing in `data` can end the frame early.
     let data: std::borrow::Cow<'_, str> = if data.contains('\r') {
@@ -29,6 +36,16 @@ pub fn event(out: &mut String, id: Option<&str>, data: &str) {
         out.push('\n');
     }
     out.push('\n');
+}
+
+/// [`event`] for data read as bytes (a stream entry's envelope): valid UTF-8 as it
+/// is, anything else with U+FFFD for each invalid sequence, as a browser's decoder
+/// would show it.
+pub fn event_bytes(out: &mut String, id: Option<&str>, data: &[u8]) {
+    match std::str::from_utf8(data) {
+        Ok(text) => event(out, id, text),
+        Err(_) => event(out, id, &String::from_utf8_lossy(data)),
+    }
 }
 
 /// Appends a named event (`event: <name>`): `EventSource` dispatches it to listeners
@@ -62,7 +79,7 @@ fn push_field(out: &mut String, name: &str, value: &str) {
 
 /// The value with CR, LF and NUL removed.
 fn single_line(value: &str) -> std::borrow::Cow<'_, str> {
-    if value.contains(['\r', '\n', '\0']) {
+    if memchr::memchr3(b'\r', b'\n', 0, value.as_bytes()).is_some() {
         value.replace(['\r', '\n', '\0'], "").into()
     } else {
         value.into()
@@ -93,6 +110,16 @@ mod tests {
         );
         assert_eq!(ev(None, "a\r\nb\rc"), "data: a\ndata: b\ndata: c\n\n");
         assert_eq!(ev(None, ""), "data: \n\n");
+    }
+
+    #[test]
+    fn bytes_are_framed_as_text() {
+        let mut s = String::new();
+        event_bytes(&mut s, Some("2-0"), b"{\"a\":\"\xc3\xa9\"}");
+        assert_eq!(s, "id: 2-0\ndata: {\"a\":\"\u{e9}\"}\n\n");
+        let mut s = String::new();
+        event_bytes(&mut s, None, b"a\xffb\nc");
+        assert_eq!(s, "data: a\u{fffd}b\ndata: c\n\n");
     }
 
     #[test]

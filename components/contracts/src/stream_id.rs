@@ -55,7 +55,10 @@ impl StreamId {
 
 impl fmt::Display for StreamId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}-{}", self.ms, self.seq)
+        let mut digits = itoa::Buffer::new();
+        f.write_str(digits.format(self.ms))?;
+        f.write_str("-")?;
+        f.write_str(digits.format(self.seq))
     }
 }
 
@@ -82,9 +85,21 @@ pub const EPOCH_SEPARATOR: char = '.';
 /// The SSE id of the entry `id` of the stream's `epoch`: `<ms>-<seq>.<epoch>`, or the
 /// bare stream id while the stream has no epoch yet.
 pub fn event_id(id: StreamId, epoch: Option<&str>) -> String {
-    match epoch {
-        Some(e) => format!("{id}{EPOCH_SEPARATOR}{e}"),
-        None => id.to_string(),
+    let mut out = String::with_capacity(48);
+    push_event_id(&mut out, id, epoch);
+    out
+}
+
+/// Appends [`event_id`] to `out`. A stream frames one per event it sends, so this
+/// writes the digits directly (no formatting machinery, no allocation of its own).
+pub fn push_event_id(out: &mut String, id: StreamId, epoch: Option<&str>) {
+    let mut digits = itoa::Buffer::new();
+    out.push_str(digits.format(id.ms));
+    out.push('-');
+    out.push_str(digits.format(id.seq));
+    if let Some(e) = epoch {
+        out.push(EPOCH_SEPARATOR);
+        out.push_str(e);
     }
 }
 

@@ -4,6 +4,8 @@
 //!   sends a keepalive comment, so idle connections stay open through proxies.
 //! * Filtered-out entries are not sent, but the position still advances: when a batch
 //!   ends on a filtered entry an id-only frame moves the client's `Last-Event-ID`.
+//! * Under load a stream reads at most once per `linger_ms`: events that arrive
+//!   within it go out in one write (one wake-up of the instance for all of them).
 //! * A client that takes nothing for `send_timeout_seconds` ends its stream
 //!   ([`crate::deadline`]); it resumes exactly with `Last-Event-ID`.
 //! * The stream ends cleanly when `max_stream_seconds` is reached, when Redis fails
@@ -22,10 +24,11 @@ use crm_events_contracts::http::EVENT_STREAM;
 use crm_events_contracts::reply::{parse_xread, Entry};
 use crm_events_contracts::spin_glue::{fields, now_seconds};
 use crm_events_contracts::sse;
-use crm_events_contracts::stream_id::{event_id, StreamId};
+use crm_events_contracts::stream_id::{event_id, push_event_id, StreamId};
 use spin_sdk::http::{OutgoingResponse, ResponseOutparam};
 use std::pin::pin;
 use std::time::{Duration, Instant};
+use wasi::clocks::monotonic_clock;
 
 /// Relayed events are counted in Redis at most this often (and at the end): one
 /// round trip per client per batch would double the Redis load of a busy stream.
@@ -42,6 +45,8 @@ pub struct Relay<'a> {
     /// When the token expires, if it does.
     expiry: Option<Instant>,
     last_renewal: Instant,
+    /// When the last read that found entries returned (`linger_ms` counts from it).
+    last_batch: Option<Instant>,
     uncounted: u64,
     last_count: Instant,
     /// `XREAD` arguments that never change, made once.
@@ -69,6 +74,7 @@ impl<'a> Relay<'a> {
             deadline: (config.max_stream_seconds > 0)
                 .then(|| now + Duration::from_secs(config.max_stream_seconds)),
             last_renewal: now,
+            last_batch: None,
             uncounted: 0,
             last_count: now,
             stream_key: config.common.keys.stream(),
@@ -131,6 +137,7 @@ impl<'a> Relay<'a> {
 
     /// Waits for the next entries (or the keepalive, or the deadline) and frames them.
     fn next_step(&mut self) -> Step {
+        self.linger(); // first: the expiry and the deadline are checked after it
         if self.expiry.is_some_and(|e| e <= Instant::now()) {
             let mut frames = String::new();
             let resume_from = self.event_id(self.position);
@@ -154,10 +161,11 @@ impl<'a> Relay<'a> {
             Err(_) if started.elapsed() >= block => Vec::new(),
             Err(e) => return end(&format!("{e}; reconnect to resume")),
         };
-        let mut frames = String::new();
+        let mut frames = String::with_capacity(frames_capacity(&entries));
         if entries.is_empty() {
             sse::comment(&mut frames, "keepalive");
         } else {
+            self.last_batch = Some(Instant::now());
             self.frame(&entries, &mut frames);
         }
         Step::Send(frames)
@@ -181,6 +189,18 @@ impl<'a> Relay<'a> {
         }
     }
 
+    /// Waits out what is left of `linger_ms` since the last batch: what arrives
+    /// meanwhile goes out in the next one, one wake-up and one write for all of it.
+    /// After a quiet spell (a read that blocked longer than that) nothing waits.
+    fn linger(&self) {
+        let linger = Duration::from_millis(self.config.linger_ms);
+        let Some(last) = self.last_batch else { return };
+        let left = linger.saturating_sub(last.elapsed());
+        if !left.is_zero() {
+            monotonic_clock::subscribe_duration(left.as_nanos() as u64).block();
+        }
+    }
+
     /// One `XREAD BLOCK` after the current position.
     fn read(&self, block: Duration) -> Result<Vec<Entry>, String> {
         let reply = self.opened.redis.run(
@@ -196,7 +216,7 @@ impl<'a> Relay<'a> {
             ],
         );
         let items = reply.map_err(|e| e.to_string())?;
-        parse_xread(&items).map_err(|e| format!("stream error: {e}"))
+        parse_xread(items).map_err(|e| format!("stream error: {e}"))
     }
 
     /// Frames the entries that pass the filters; an id-only frame when the batch ends
@@ -205,6 +225,7 @@ impl<'a> Relay<'a> {
     /// client, whatever its filters, as a `reset` event.
     fn frame(&mut self, entries: &[Entry], frames: &mut String) {
         let mut last_sent = None;
+        let mut id = String::with_capacity(ID_CAPACITY);
         for entry in entries {
             if let Some((epoch, reason)) = read_epoch_marker(&entry.envelope) {
                 let before = self.event_id(self.position);
@@ -213,8 +234,9 @@ impl<'a> Relay<'a> {
                 sse::named_event(frames, KIND_RESET, Some(&self.event_id(entry.id)), &reset);
                 last_sent = Some(entry.id);
             } else if self.opened.filters.matches(&entry.envelope) {
-                let json = String::from_utf8_lossy(&entry.envelope);
-                sse::event(frames, Some(&self.event_id(entry.id)), &json);
+                id.clear();
+                push_event_id(&mut id, entry.id, self.opened.epoch.as_deref());
+                sse::event_bytes(frames, Some(&id), &entry.envelope);
                 self.uncounted += 1;
                 last_sent = Some(entry.id);
             }
@@ -263,6 +285,20 @@ impl<'a> Relay<'a> {
 /// The instant of a token's `exp` (seconds since the epoch) by this clock.
 fn expiry_instant(expires_at: Option<u64>, now: Instant) -> Option<Instant> {
     expires_at.map(|exp| now + Duration::from_secs(exp.saturating_sub(now_seconds())))
+}
+
+/// Room for an event id: 20 + 1 + 20 digits, the separator and a 32-byte epoch.
+const ID_CAPACITY: usize = 80;
+
+/// Room for a batch's frames (`id:`, `data:`, the envelope and line ends each), so
+/// framing it allocates once.
+fn frames_capacity(entries: &[Entry]) -> usize {
+    let per_frame = ID_CAPACITY + 16;
+    entries
+        .iter()
+        .map(|e| e.envelope.len() + per_frame)
+        .sum::<usize>()
+        + 32
 }
 
 /// A step that ends the stream with a comment saying why.
