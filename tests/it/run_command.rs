@@ -6,6 +6,7 @@
 mod common;
 
 use crm_events_harness::redis_server::free_port;
+use crm_events_harness::signal;
 use crm_events_harness::sse_client::SseClient;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -17,9 +18,7 @@ struct Group(u32);
 
 impl Drop for Group {
     fn drop(&mut self) {
-        let _ = Command::new("kill")
-            .args(["-KILL", "--", &format!("-{}", self.0)])
-            .status();
+        signal::to_group(self.0, "KILL");
     }
 }
 
@@ -91,12 +90,7 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
     drop(c);
 
     // Ctrl-C: the script stops what it started and exits.
-    let pid = child.id().to_string();
-    assert!(Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .unwrap()
-        .success());
+    assert!(signal::to_process(child.id(), "INT"));
     let interrupted = Instant::now();
     let deadline = interrupted + Duration::from_secs(20);
     while child.try_wait().unwrap().is_none() {

@@ -6,6 +6,7 @@
 //! * [`redis_server`]: a throwaway `redis-server` (the Debian package).
 //! * [`mock_kafka`]: librdkafka's mock cluster (a Kafka-protocol broker) and a producer.
 //! * [`postgres`]: a throwaway PostgreSQL cluster (Debian's `initdb`/`pg_ctl`).
+//! * [`signal`]: signals to the processes the tests start (stop, pause, interrupt).
 //! * [`sse_client`]: an SSE client on a WHATWG parser.
 //! * [`tokens`]: test keys of each algorithm and the tokens they sign.
 //! * [`tools`]: external tools a test needs (promtool, docker compose), found or
@@ -16,6 +17,7 @@ pub mod app;
 pub mod mock_kafka;
 pub mod postgres;
 pub mod redis_server;
+pub mod signal;
 pub mod sse_client;
 pub mod tokens;
 pub mod tools;

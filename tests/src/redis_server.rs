@@ -161,20 +161,19 @@ impl RedisServer {
 
     /// Freezes the server (SIGSTOP): it keeps its connections but answers nothing.
     pub fn pause(&self) {
-        self.signal("-STOP");
+        self.signal("STOP");
     }
 
     /// Thaws a paused server (SIGCONT).
     pub fn resume(&self) {
-        self.signal("-CONT");
+        self.signal("CONT");
     }
 
     fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success(), "kill {signal}");
+        assert!(
+            crate::signal::to_process(self.pid(), signal),
+            "kill -{signal}"
+        );
     }
 
     /// A synchronous client connection (for test setup and assertions).

@@ -62,9 +62,10 @@ impl Native {
 
     /// SIGTERM: the graceful stop.
     pub fn terminate(&mut self) {
-        let pid = self.child.id().to_string();
-        let status = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-        assert!(status.success());
+        assert!(crm_events_harness::signal::to_process(
+            self.child.id(),
+            "TERM"
+        ));
     }
 
     /// Waits for the process to exit after [`Native::terminate`]; panics past `within`.
