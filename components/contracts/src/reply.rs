@@ -162,7 +162,7 @@ mod tests {
             b("e"),
             b("{}"),
         ];
-        let entries = parse_xread(items.clone()).unwrap();
+        let entries = parse_xread(items).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[1].id, StreamId::new(1, 1));
         assert_eq!(entries[0].envelope, b"{\"a\":1}");
@@ -173,7 +173,7 @@ mod tests {
     #[test]
     fn envelope_that_looks_like_an_id_stays_a_value() {
         let items = vec![b("s"), b("1-0"), b("e"), b("2-0"), b("3-0"), b("e"), b("e")];
-        let entries = parse_xread(items.clone()).unwrap();
+        let entries = parse_xread(items).unwrap();
         assert_eq!(entries[0].envelope, b"2-0");
         assert_eq!(entries[1].envelope, b"e");
     }
@@ -181,9 +181,9 @@ mod tests {
     #[test]
     fn foreign_entries_are_an_error_not_a_misread() {
         let items = vec![b("s"), b("1-0"), b("a"), b("1"), b("b")];
-        assert!(parse_xread(items.clone()).is_err());
+        assert!(parse_xread(items).is_err());
         let items = vec![b("s"), b("1-0"), b("other"), b("1")];
-        assert!(parse_xread(items.clone()).is_err());
+        assert!(parse_xread(items).is_err());
     }
 
     #[test]
