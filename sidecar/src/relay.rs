@@ -92,18 +92,43 @@ pub async fn run(
     .await;
 
     let timeout = Duration::from_secs(config.shutdown_timeout_seconds);
-    *give_up_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + timeout);
+    let stop_by = Instant::now() + timeout;
+    *give_up_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop_by);
     let written = finish_writes(tx, pending, writer, timeout).await;
     let _ = stop_heartbeat.send(true);
     let _ = heartbeat.await;
-    written?;
-    if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
-        // Nothing consumed since the last commit, or the group is gone: the
-        // watermark in Redis is the source of truth either way.
-        tracing::debug!(error = %e, "final commit");
+    if written.is_ok() {
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            // Nothing consumed since the last commit, or the group is gone: the
+            // watermark in Redis is the source of truth either way.
+            tracing::debug!(error = %e, "final commit");
+        }
     }
+    // Bounded on every way out, a failed last write included.
+    close_consumer(consumer, stop_by.saturating_duration_since(Instant::now())).await;
+    written?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Leaves the consumer group, waiting at most `timeout` (what is left of the stop's
+/// bound, `SHUTDOWN_TIMEOUT_SECONDS`). rdkafka's close (the
+/// consumer's drop) polls until the group coordinator lets it go, with no bound of
+/// its own: once seen to hold a stop for good when Kafka and Redis had been gone
+/// for a long time. Past the bound the close is left to its thread and the process
+/// exits; the group then rebalances after `session.timeout.ms`. Nothing is lost:
+/// every consumed event is in Redis and the watermarks say where to resume.
+async fn close_consumer(consumer: Arc<RelayConsumer>, timeout: Duration) {
+    let (closed, on_closed) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        drop(consumer);
+        let _ = closed.send(());
+    });
+    if tokio::time::timeout(timeout, on_closed).await.is_err() {
+        tracing::warn!(
+            "Kafka did not let the consumer leave its group within the shutdown bound; stopping without it"
+        );
+    }
 }
 
 /// Creates the consumer and subscribes it to the topic.

@@ -71,23 +71,32 @@ fn malformed_binary_oversize_and_tombstone_values_arrive_marked() {
     assert_eq!(v[4]["value"]["ok"], 1);
 }
 
-#[tokio::test]
-async fn health_metrics_and_graceful_stop() {
+/// A sidecar relaying `n` events over three partitions, once all of them are in Redis.
+async fn caught_up(n: usize, settings: &[(&str, &str)]) -> (RedisServer, Kafka, Sidecar) {
     let redis = RedisServer::start().unwrap();
     let kafka = Kafka::start(TOPIC, 3);
-    let per = kafka.send_events(90, 3, 0);
-    // A 3 s heartbeat TTL: the metrics mirror is refreshed every second.
-    let settings = [("HEARTBEAT_TTL_SECONDS", "3")];
-    let mut sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, &settings);
-    let keys = Keys::default();
-    let url = redis.url();
-    let marks = last_offsets(&per);
-    let keys2 = keys.clone();
+    let per = kafka.send_events(n, 3, 0);
+    let sidecar = Sidecar::start(&redis.url(), &kafka.brokers(), TOPIC, settings);
+    let (url, marks) = (redis.url(), last_offsets(&per));
     tokio::task::spawn_blocking(move || {
-        wait_for_watermarks(&url, &keys2, TOPIC, &marks, Duration::from_secs(60))
+        wait_for_watermarks(
+            &url,
+            &Keys::default(),
+            TOPIC,
+            &marks,
+            Duration::from_secs(60),
+        )
     })
     .await
     .unwrap();
+    (redis, kafka, sidecar)
+}
+
+#[tokio::test]
+async fn health_metrics_and_graceful_stop() {
+    // A 3 s heartbeat TTL: the metrics mirror is refreshed every second.
+    let (redis, _kafka, mut sidecar) = caught_up(90, &[("HEARTBEAT_TTL_SECONDS", "3")]).await;
+    let keys = Keys::default();
 
     let client = common::client();
     let ready = client
@@ -155,6 +164,18 @@ async fn health_metrics_and_graceful_stop() {
     // SIGTERM: exits 0 within the shutdown bound.
     sidecar.terminate();
     let status = sidecar.exit_status(Duration::from_secs(15)).await;
+    assert!(status.success(), "exit status {status}");
+}
+
+/// Kafka gone before the stop (the brokers stopped first, as `compose down` or a
+/// node drain may do it): SIGTERM still ends the sidecar, cleanly and within its
+/// shutdown bound. rdkafka's own close waits for the group coordinator with no bound.
+#[tokio::test]
+async fn a_stop_after_kafka_is_gone_is_still_bounded() {
+    let (_redis, kafka, mut sidecar) = caught_up(9, &[("SHUTDOWN_TIMEOUT_SECONDS", "3")]).await;
+    drop(kafka);
+    sidecar.terminate();
+    let status = sidecar.exit_status(Duration::from_secs(10)).await;
     assert!(status.success(), "exit status {status}");
 }
 
