@@ -57,20 +57,18 @@ pub struct ShapeError(pub String);
 
 /// Parses a flattened `XREAD … STREAMS <one stream> <id>` reply. Takes the reply by
 /// value: each envelope moves into its entry (this runs once per batch per stream).
-pub fn parse_xread(items: Vec<Reply>) -> Result<Vec<Entry>, ShapeError> {
-    let mut items = items.into_iter().filter(|r| *r != Reply::Nil);
-    if items.next().is_none() {
-        return Ok(Vec::new()); // nothing, or only the stream's name
-    }
-    let rest: Vec<Reply> = items.collect();
-    if rest.len() % 3 != 0 {
+pub fn parse_xread(mut items: Vec<Reply>) -> Result<Vec<Entry>, ShapeError> {
+    items.retain(|r| *r != Reply::Nil); // in place: no second list per batch
+    let Some(triples) = items.len().checked_sub(1) else {
+        return Ok(Vec::new()); // nothing at all
+    };
+    if triples % 3 != 0 {
         return Err(ShapeError(format!(
-            "{} items is not a whole number of single-field entries",
-            rest.len()
+            "{triples} items is not a whole number of single-field entries"
         )));
     }
-    let mut entries = Vec::with_capacity(rest.len() / 3);
-    let mut rest = rest.into_iter();
+    let mut entries = Vec::with_capacity(triples / 3);
+    let mut rest = items.into_iter().skip(1); // the stream's name
     while let (Some(id), Some(field), Some(value)) = (rest.next(), rest.next(), rest.next()) {
         entries.push(parse_entry(id, field, value)?);
     }
