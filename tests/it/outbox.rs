@@ -312,6 +312,9 @@ async fn rows_sent_again_after_their_ack_reach_the_stream_once() {
     let ids = write_rows(&mut db, &[tenant(1)], 50, 1, Duration::ZERO).await;
     let first = collect(&mut client, 50, Duration::from_secs(30)).await;
     assert_once_and_in_order(&first, &ids);
+    // Seen is not yet marked (the mark follows Kafka's acknowledgement): wait for it,
+    // else un-marking below could precede the mark and nothing would go out again.
+    wait_published(&db, Duration::from_secs(30), |n| n == 50).await;
     // The crash window: Kafka acknowledged these rows but the publisher died before
     // marking them, so they are pending again and go out a second time.
     let again = db
@@ -419,6 +422,9 @@ async fn a_poison_row_ends_failed_while_the_rest_flow_and_can_be_requeued() {
         "tenant a's later row waited for the poison row, then flowed"
     );
     assert_eq!(of(&b), [1, 2]);
+    // A client can see an event before the publisher has marked its row (Kafka's
+    // acknowledgement comes first, the mark after): wait for the four marks.
+    wait_published(&db, Duration::from_secs(20), |n| n == 4).await;
     let row = db
         .query_one(
             "SELECT retry_count, last_error, failed_at IS NOT NULL, published_at IS NULL,
