@@ -75,9 +75,11 @@ pub async fn run(a: Args) -> Result<()> {
     for w in &workloads {
         let mut ours = Vec::new();
         for (nodelay, linger, label) in VARIANTS {
-            let variables = linger.map(|ms| vec![format!("linger_ms={ms}")]);
-            let p =
-                Pipeline::start_with(most + 100, None, nodelay, &variables.unwrap_or_default())?;
+            let variables: Vec<String> = linger
+                .map(|ms| format!("linger_ms={ms}"))
+                .into_iter()
+                .collect();
+            let p = Pipeline::start_with(most + 100, None, nodelay, &variables)?;
             p.wait_ready().await?;
             let o = run_crm_events(&p, *w, a.seconds).await?;
             print_row(*w, label, &o);
