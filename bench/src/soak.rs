@@ -413,16 +413,19 @@ fn report(
     Ok(())
 }
 
+/// One part's memory row; a cell with no sample (a run shorter than the warm-up) is "–".
 fn print_memory_row(name: &str, all: &[Sample], settled: &[Sample], f: Part) {
-    let value = |s: Option<&Sample>| s.map_or(f64::NAN, f);
-    let max = settled.iter().map(f).fold(f64::NAN, f64::max);
-    let min = settled.iter().map(f).fold(f64::NAN, f64::min);
+    let cell = |v: Option<f64>| v.map_or("–".to_string(), |v| format!("{v:.1}"));
+    let max = settled.iter().map(f).reduce(f64::max);
+    let min = settled.iter().map(f).reduce(f64::min);
+    let spread = max.zip(min).map(|(max, min)| (max - min) / min * 100.0);
     println!(
-        "| {name} | {:.1} | {:.1} | {:.1} | {max:.1} | {:.1}% |",
-        value(all.first()),
-        value(settled.first()),
-        value(all.last()),
-        (max - min) / min * 100.0
+        "| {name} | {} | {} | {} | {} | {} |",
+        cell(all.first().map(f)),
+        cell(settled.first().map(f)),
+        cell(all.last().map(f)),
+        cell(max),
+        spread.map_or("–".to_string(), |s| format!("{s:.1}%")),
     );
 }
 
