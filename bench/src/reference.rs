@@ -11,7 +11,7 @@
 //! (`nginx`, `libnginx-mod-nchan`), unpacked by `scripts/setup.sh --bench`.
 
 use crate::procs::{cpu_seconds, cpu_seconds_of, pids_of, private_bytes, until, Proc};
-use crate::sse::{now_us, percentile, sent_us, Pipeline};
+use crate::sse::{now_us, percentile, sent_us, HostMode, Pipeline};
 use anyhow::{bail, Context, Result};
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_harness::redis_server::free_port;
@@ -36,20 +36,37 @@ pub struct Args {
     lingers: Vec<u64>,
 }
 
-/// How crm-events runs at the default `linger_ms`: `TCP_NODELAY` on the host's
-/// sockets, and the label. The first is the one the ratios use.
-const VARIANTS: [(bool, &str); 2] = [
-    (true, "crm-events (host, TCP_NODELAY)"),
-    (false, "crm-events (host as Spin: Nagle on)"),
+/// How crm-events runs at the default `linger_ms`: the host's mode, and the label.
+/// The first is the one the ratios use; the second is the same host with a read per
+/// stream, the baseline of the shared reads in the same run.
+const VARIANTS: [(HostMode, &str); 3] = [
+    (
+        HostMode::MAKE_RUN,
+        "crm-events (host: TCP_NODELAY, shared reads)",
+    ),
+    (
+        HostMode {
+            nodelay: true,
+            shared_redis: false,
+        },
+        "crm-events (host: TCP_NODELAY, a read per stream)",
+    ),
+    (
+        HostMode {
+            nodelay: false,
+            shared_redis: false,
+        },
+        "crm-events (host as Spin: Nagle on, a read per stream)",
+    ),
 ];
 
-/// The fixed variants, then one per swept `linger_ms`: `TCP_NODELAY`, the linger
-/// (`None`: the default), the label.
-fn variants(lingers: &[u64]) -> Vec<(bool, Option<u64>, String)> {
-    let fixed = VARIANTS.map(|(nodelay, label)| (nodelay, None, label.to_string()));
+/// The fixed variants, then one per swept `linger_ms` (as `make run` runs the host):
+/// the mode, the linger (`None`: the default), the label.
+fn variants(lingers: &[u64]) -> Vec<(HostMode, Option<u64>, String)> {
+    let fixed = VARIANTS.map(|(mode, label)| (mode, None, label.to_string()));
     let swept = lingers.iter().map(|&ms| {
-        let label = format!("crm-events (TCP_NODELAY, linger_ms={ms})");
-        (true, Some(ms), label)
+        let label = format!("crm-events (TCP_NODELAY, shared reads, linger_ms={ms})");
+        (HostMode::MAKE_RUN, Some(ms), label)
     });
     fixed.into_iter().chain(swept).collect()
 }
@@ -89,12 +106,12 @@ pub async fn run(a: Args) -> Result<()> {
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for w in &workloads {
         let mut ours = Vec::new();
-        for (nodelay, linger, label) in variants(&a.lingers) {
+        for (mode, linger, label) in variants(&a.lingers) {
             let variables: Vec<String> = linger
                 .map(|ms| format!("linger_ms={ms}"))
                 .into_iter()
                 .collect();
-            let p = Pipeline::start_with(most + 100, None, nodelay, &variables)?;
+            let p = Pipeline::start_with(most + 100, None, mode, &variables)?;
             p.wait_ready().await?;
             let o = run_crm_events(&p, *w, a.seconds).await?;
             print_row(*w, &label, &o);
@@ -117,7 +134,7 @@ fn print_ratio(w: Workload, o: &Outcome, theirs: &Outcome) {
         format!("**{:.1}**", o.kib_per_stream / theirs.kib_per_stream)
     };
     println!(
-        "| {}×{}/s | **ratio** (crm-events with TCP_NODELAY ÷ Nchan) | | | **{:.2}** | **{:.2}** | **{:.2}** | {memory} |",
+        "| {}×{}/s | **ratio** (crm-events with TCP_NODELAY and shared reads ÷ Nchan) | | | **{:.2}** | **{:.2}** | **{:.2}** | {memory} |",
         w.clients,
         w.rate,
         o.p99_ms / theirs.p99_ms,

@@ -10,7 +10,7 @@
 //! draws the memory graph (a PNG, `--graph`).
 
 use crate::procs::{rss_bytes, until};
-use crate::sse::Pipeline;
+use crate::sse::{HostMode, Pipeline};
 use anyhow::{Context, Result};
 use eventsource_stream::{Event, Eventsource};
 use futures::StreamExt;
@@ -317,7 +317,7 @@ pub async fn run(a: Args) -> Result<()> {
     })?;
     let logs = crm_events_harness::app::root().join("target/soak-logs");
     std::fs::create_dir_all(&logs)?;
-    let p = Pipeline::start(a.clients + 100, Some(&logs), true)?;
+    let p = Pipeline::start(a.clients + 100, Some(&logs), HostMode::MAKE_RUN)?;
     p.wait_ready().await?;
     let shared = Arc::new(Shared::default());
     let max_hold = Duration::from_secs(a.max_connection_seconds.max(2));

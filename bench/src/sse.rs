@@ -148,7 +148,7 @@ pub struct Pipeline {
 
 pub async fn run(a: Args) -> Result<()> {
     let max_instances = a.fanout.iter().copied().max().unwrap_or(0).max(a.clients) + 100;
-    let p = Pipeline::start(max_instances, None, true)?;
+    let p = Pipeline::start(max_instances, None, HostMode::MAKE_RUN)?;
     p.wait_ready().await?;
     latency_run(&p, &a).await?;
     println!(
@@ -164,22 +164,47 @@ pub async fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
+/// How the host runs: as `make run` runs it, or as close to Spin 4 as it goes.
+#[derive(Clone, Copy, Debug)]
+pub struct HostMode {
+    /// `TCP_NODELAY` on accepted sockets (`make run` sets it; Spin 4 does not).
+    pub nodelay: bool,
+    /// One shared `XREAD` per stream for every client (Spin has one per client).
+    pub shared_redis: bool,
+}
+
+impl HostMode {
+    /// As `make run` runs the host.
+    pub const MAKE_RUN: HostMode = HostMode {
+        nodelay: true,
+        shared_redis: true,
+    };
+
+    /// The host's environment for this mode.
+    fn env(self) -> [(&'static str, String); 2] {
+        let flag = |on: bool| if on { "1" } else { "0" }.to_string();
+        [
+            ("CRM_EVENTS_HOST_TCP_NODELAY", flag(self.nodelay)),
+            ("CRM_EVENTS_HOST_SHARED_REDIS", flag(self.shared_redis)),
+        ]
+    }
+}
+
 impl Pipeline {
     /// Starts every part; their logs go to `logs/<part>.log` when `logs` is set.
-    /// `nodelay`: the host sets `TCP_NODELAY` (as `make run` does; Spin 4 does not).
     pub fn start(
         max_instances: usize,
         logs: Option<&std::path::Path>,
-        nodelay: bool,
+        mode: HostMode,
     ) -> Result<Self> {
-        Self::start_with(max_instances, logs, nodelay, &[])
+        Self::start_with(max_instances, logs, mode, &[])
     }
 
     /// [`Pipeline::start`] with more app variables (`name=value`).
     pub fn start_with(
         max_instances: usize,
         logs: Option<&std::path::Path>,
-        nodelay: bool,
+        mode: HostMode,
         variables: &[String],
     ) -> Result<Self> {
         let redis = RedisServer::start()?;
@@ -200,7 +225,6 @@ impl Pipeline {
             &Log::in_dir(logs, "sidecar"),
         )?;
         let port = free_port()?;
-        let nodelay = if nodelay { "1" } else { "0" };
         let (manifest, cache) = (app::manifest_path(), app::cache_dir());
         let (listen, redis_host) = (
             format!("127.0.0.1:{port}"),
@@ -233,7 +257,7 @@ impl Pipeline {
         let host = spawn_logged(
             "crm-events-host",
             &args,
-            &[("CRM_EVENTS_HOST_TCP_NODELAY", nodelay.to_string())],
+            &mode.env(),
             &Log::in_dir(logs, "host"),
         )?;
         Ok(Self {

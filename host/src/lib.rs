@@ -7,8 +7,9 @@
 //!
 //! Beside WASI 0.2 (`wasmtime-wasi`) and `wasi:http` (`wasmtime-wasi-http`) it
 //! implements the Spin interfaces the components import: outbound Redis against a
-//! real Redis (one multiplexed connection per `open`, no response timeout, replies
-//! flattened exactly as Spin flattens them), outbound PostgreSQL against a real
+//! real Redis (replies flattened exactly as Spin flattens them; the instances share
+//! one connection per address and one read per stream, or each `open` makes its
+//! own connection as in Spin), outbound PostgreSQL against a real
 //! Postgres (`spin:postgres/postgres@4.0.0`), and variables resolved as Spin resolves
 //! them (explicit overrides, then `SPIN_VARIABLE_*`, then the manifest defaults).
 //!

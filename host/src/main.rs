@@ -32,6 +32,10 @@ struct Args {
     /// Set TCP_NODELAY on accepted sockets (Spin 4 does not; see the README).
     #[arg(long, env = "CRM_EVENTS_HOST_TCP_NODELAY", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     tcp_nodelay: bool,
+    /// Answer the blocking XREADs of a stream from one shared read per stream (false:
+    /// one read per stream, as under Spin).
+    #[arg(long, env = "CRM_EVENTS_HOST_SHARED_REDIS", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = true, action = clap::ArgAction::Set)]
+    shared_redis: bool,
     /// Write /tmp/perf-<pid>.map so `perf report` names the components' functions.
     #[arg(long, env = "CRM_EVENTS_HOST_PERF_MAP", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     perf_map: bool,
@@ -62,6 +66,7 @@ async fn main() -> Result<()> {
         .then(|| std::time::Duration::from_millis(args.redis_timeout_ms));
     config.tcp_nodelay = args.tcp_nodelay;
     config.perf_map = args.perf_map;
+    config.shared_redis = args.shared_redis;
     config.variables = args.variables.into_iter().collect();
     let host = Host::load(config)
         .await

@@ -13,6 +13,7 @@
 
 use crate::manifest::{ComponentSpec, Manifest, Route};
 use crate::spin_apis::outbound_http::OutboundHttp;
+use crate::spin_apis::shared_redis::SharedRedis;
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -57,6 +58,9 @@ pub struct HostConfig {
     /// then meet Nagle's algorithm and delayed ACKs), so neither does the host by
     /// default; `make run` turns it on.
     pub tcp_nodelay: bool,
+    /// Answer the blocking `XREAD`s of one stream from one shared read per stream
+    /// ([`crate::spin_apis::shared_redis`]); off, each goes to Redis, as under Spin.
+    pub shared_redis: bool,
     /// Write `/tmp/perf-<pid>.map` so `perf` names the components' compiled
     /// functions (profiling; the first host of a process decides, as the engine is
     /// shared).
@@ -73,6 +77,7 @@ impl HostConfig {
             cache_dir: None,
             redis_timeout: Some(DEFAULT_REDIS_TIMEOUT),
             tcp_nodelay: false,
+            shared_redis: true,
             perf_map: false,
         }
     }
@@ -92,6 +97,8 @@ pub struct InstanceState {
     pub(crate) table: ResourceTable,
     pub(crate) component: Arc<ComponentSpec>,
     pub(crate) redis_timeout: Option<Duration>,
+    /// The host's shared stream reads (`None`: each read goes to Redis, as in Spin).
+    pub(crate) shared_redis: Option<Arc<SharedRedis>>,
 }
 
 impl WasiView for InstanceState {
@@ -125,6 +132,7 @@ pub struct Host {
     instances: Arc<Semaphore>,
     max_instances: usize,
     redis_timeout: Option<Duration>,
+    shared_redis: Option<Arc<SharedRedis>>,
     tcp_nodelay: bool,
 }
 
@@ -174,6 +182,7 @@ impl Host {
             instances: Arc::new(Semaphore::new(config.max_instances)),
             max_instances: config.max_instances,
             redis_timeout: config.redis_timeout,
+            shared_redis: config.shared_redis.then(SharedRedis::new),
             tcp_nodelay: config.tcp_nodelay,
         }))
     }
@@ -253,7 +262,7 @@ impl Host {
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
         B::Error: Into<wasmtime_wasi_http::Error>,
     {
-        let mut store = new_store(loaded, self.redis_timeout);
+        let mut store = self.new_store(loaded);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
             .data_mut()
@@ -275,6 +284,24 @@ impl Host {
                 Err(e) => Err(e.into()),
             },
         }
+    }
+
+    /// A fresh store for one instance of `loaded`.
+    fn new_store(&self, loaded: &Loaded) -> Store<InstanceState> {
+        Store::new(
+            loaded.pre.engine(),
+            InstanceState {
+                wasi: WasiCtx::builder().inherit_stderr().inherit_stdout().build(),
+                http: WasiHttpCtx::new(),
+                http_hooks: OutboundHttp {
+                    component: loaded.spec.clone(),
+                },
+                table: ResourceTable::new(),
+                component: loaded.spec.clone(),
+                redis_timeout: self.redis_timeout,
+                shared_redis: self.shared_redis.clone(),
+            },
+        )
     }
 }
 
@@ -329,23 +356,6 @@ pub fn spin_headers<B>(
         ("spin-component-route", component_route),
         ("spin-client-addr", peer.to_string()),
     ]
-}
-
-/// A fresh store for one instance of `loaded`.
-fn new_store(loaded: &Loaded, redis_timeout: Option<Duration>) -> Store<InstanceState> {
-    Store::new(
-        loaded.pre.engine(),
-        InstanceState {
-            wasi: WasiCtx::builder().inherit_stderr().inherit_stdout().build(),
-            http: WasiHttpCtx::new(),
-            http_hooks: OutboundHttp {
-                component: loaded.spec.clone(),
-            },
-            table: ResourceTable::new(),
-            component: loaded.spec.clone(),
-            redis_timeout,
-        },
-    )
 }
 
 /// Runs the instance in its own task: it keeps streaming after the headers are out,

@@ -742,3 +742,87 @@ async fn clients_that_stop_reading_are_ended_and_delay_no_one() {
     let rest = resumed.domain_stream_ids(EVENTS - taken, T).await;
     assert_eq!(rest, ids[taken..], "the resume continues exactly");
 }
+
+/// A field of Redis's `INFO <section>` (`cmdstat_xread` → `calls=…,usec=…`).
+fn info_field(conn: &mut redis::Connection, section: &str, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(conn).unwrap();
+    let prefix = format!("{field}:");
+    info.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Redis's count of `XREAD` calls since the last `CONFIG RESETSTAT`.
+fn xread_calls(conn: &mut redis::Connection) -> u64 {
+    let stat = info_field(conn, "commandstats", "cmdstat_xread");
+    let calls = stat
+        .strip_prefix("calls=")
+        .and_then(|s| s.split(',').next());
+    calls.map_or(0, |n| n.parse().unwrap())
+}
+
+/// What Redis saw of 20 streams: the `XREAD` calls it answered while each stream
+/// took 10 batches of 5 events (each batch delivered to every stream before the
+/// next), and its client connections while they were open. Every stream got every
+/// event, in order; a client that resumes from before what the host's shared read
+/// holds (the history written before it started) gets that history from Redis.
+async fn redis_work_for_twenty_streams(shared: bool) -> (u64, u64) {
+    const STREAMS: usize = 20;
+    let redis = RedisServer::start().unwrap();
+    let mut conn = redis.connection().unwrap();
+    let history = add_many(&mut conn, 3);
+    let app = App::start_tuned(&redis, &[("linger_ms", "0")], |c| c.shared_redis = shared).await;
+    let url = app.url("/crm-events");
+    let mut clients = Vec::new();
+    for _ in 0..STREAMS {
+        let mut c = SseClient::connect(&url, &[]).await;
+        assert_eq!(c.next_json(T).await.unwrap().1["kind"], "connected");
+        clients.push(c);
+    }
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(&mut conn)
+        .unwrap();
+    let mut written = Vec::new();
+    for batch in 0..10 {
+        let ids: Vec<String> = (0..5)
+            .map(|i| add(&mut conn, "*", batch * 5 + i, "t1", "JobCreated"))
+            .collect();
+        for c in &mut clients {
+            assert_eq!(c.domain_stream_ids(5, T).await, ids, "shared: {shared}");
+        }
+        written.extend(ids);
+    }
+    let calls = xread_calls(&mut conn);
+    let connections = info_field(&mut conn, "clients", "connected_clients");
+    let mut late = SseClient::connect(&url, &[("last-event-id", &history[0])]).await;
+    let mut want = history[1..].to_vec();
+    want.extend(written);
+    assert_eq!(late.domain_stream_ids(want.len(), T).await, want);
+    (calls, connections.trim().parse().unwrap())
+}
+
+#[tokio::test]
+async fn streams_share_one_connection_and_one_read_of_redis_and_miss_nothing() {
+    let (own_reads, own_connections) = redis_work_for_twenty_streams(false).await;
+    let (reads, connections) = redis_work_for_twenty_streams(true).await;
+    eprintln!("XREAD calls {own_reads} → {reads}, connections {own_connections} → {connections}");
+    // One read per stream per batch without sharing; about one per batch with it
+    // (the host's tail also reads once per quiet second).
+    assert!(
+        own_reads >= 200,
+        "one XREAD per stream per batch: {own_reads}"
+    );
+    assert!(
+        reads <= 40,
+        "one shared XREAD per batch: {reads} (own: {own_reads})"
+    );
+    // A connection per stream without sharing; the host's one, its tail's and the
+    // test's own with it.
+    assert!(
+        own_connections > 20,
+        "a connection per stream: {own_connections}"
+    );
+    assert!(connections <= 4, "shared connections: {connections}");
+}

@@ -104,6 +104,15 @@ impl App {
         vars: &[(&str, &str)],
         max_instances: usize,
     ) -> App {
+        Self::start_tuned(redis, vars, |config| config.max_instances = max_instances).await
+    }
+
+    /// As [`App::start`], with the host's settings changed by `tune`.
+    pub async fn start_tuned(
+        redis: &RedisServer,
+        vars: &[(&str, &str)],
+        tune: impl FnOnce(&mut HostConfig),
+    ) -> App {
         build_components();
         let mut config = HostConfig::new(manifest_path())
             .variable("redis_host", redis.host_port())
@@ -113,8 +122,8 @@ impl App {
         for (k, v) in vars {
             config = config.variable(k, *v);
         }
-        config.max_instances = max_instances;
         config.cache_dir = Some(cache_dir());
+        tune(&mut config);
         let host = Host::load(config)
             .await
             .expect("load spin.toml's components");

@@ -2,6 +2,7 @@
 //! Spin's do:
 //!
 //! * [`redis`]: `fermyon:spin/redis@2.0.0` against a real Redis.
+//! * [`shared_redis`]: one `XREAD` per stream for every instance tailing it.
 //! * [`postgres`]: `spin:postgres/postgres@4.0.0` against a real PostgreSQL.
 //! * [`variables`]: `fermyon:spin/variables@2.0.0` from the manifest.
 //! * [`outbound_http`]: the `allowed_outbound_hosts` check on `wasi:http` requests.
@@ -12,6 +13,7 @@
 pub mod outbound_http;
 pub mod postgres;
 pub mod redis;
+pub mod shared_redis;
 pub mod variables;
 
 wasmtime::component::bindgen!({

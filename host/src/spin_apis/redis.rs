@@ -1,7 +1,12 @@
-//! `fermyon:spin/redis@2.0.0`, as Spin implements it: `open` makes one multiplexed
-//! Redis connection, the address must be permitted by the component's
-//! `allowed_outbound_hosts`, and `execute` flattens the reply (arrays spliced in, nil
-//! and `OK` dropped).
+//! `fermyon:spin/redis@2.0.0`, as Spin implements it: the address must be permitted
+//! by the component's `allowed_outbound_hosts`, and `execute` flattens the reply
+//! (arrays spliced in, nil and `OK` dropped).
+//!
+//! Spin makes one multiplexed Redis connection per `open`, and so does the host with
+//! `--shared-redis false`. By default the instances share the host's connection to
+//! an address, and the blocking `XREAD`s of a stream one read of it
+//! ([`super::shared_redis`]): the same replies, a fraction of the connections and
+//! reads.
 //!
 //! One difference, on purpose: Spin gives a command no deadline, so a Redis that
 //! hangs (stopped, not down) hangs every request with it. This host bounds each
@@ -12,18 +17,87 @@
 
 use super::address_allowed;
 use super::fermyon::spin::redis::{self as wit, Error as RedisError, RedisParameter, RedisResult};
+use super::shared_redis::{needs_own_connection, SharedRedis, TailRead};
 use crate::runtime::InstanceState;
-use redis::aio::MultiplexedConnection;
-use redis::{AsyncCommands, Value};
+use redis::aio::{ConnectionLike, ConnectionManager, MultiplexedConnection};
+use redis::{AsyncCommands, RedisFuture, Value};
 use std::future::Future;
 use std::time::Duration;
 use wasmtime::component::Resource;
 
-/// The host side of a `connection` resource: the connection and the host's
-/// deadline for its commands (`None`: wait forever, as Spin does).
+/// The host side of a `connection` resource: where its commands go and the host's
+/// deadline for them (`None`: wait forever, as Spin does).
 pub struct RedisConnection {
-    conn: MultiplexedConnection,
+    conn: Conn,
     timeout: Option<Duration>,
+    /// The address it was opened with (the key of what the host shares).
+    address: String,
+}
+
+/// Where a connection resource's commands go.
+#[derive(Clone)]
+enum Conn {
+    /// The host's connection to the address ([`SharedRedis::connection`]).
+    Shared(ConnectionManager),
+    /// One of its own: as Spin opens one per `open`, or since a command needed one.
+    Own(MultiplexedConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Shared(c) => c.req_packed_command(cmd),
+            Conn::Own(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Shared(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Own(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Shared(c) => c.get_db(),
+            Conn::Own(c) => c.get_db(),
+        }
+    }
+}
+
+/// The host's shared connection to `address`, once it answers a `PING` within the
+/// deadline: as Spin's `open` fails when it cannot connect, this one fails when Redis
+/// is down or hangs, so a request learns it at once instead of on every command.
+async fn shared_connection(
+    shared: &SharedRedis,
+    address: &str,
+    timeout: Option<Duration>,
+) -> Result<Conn, RedisError> {
+    let mut conn = shared.connection(address, timeout)?;
+    let ping = redis::cmd("PING");
+    bounded(timeout, Blocking::No, ping.query_async::<Value>(&mut conn)).await?;
+    Ok(Conn::Shared(conn))
+}
+
+/// A connection of its own to `address`; the handshake is bounded like a command.
+async fn own_connection(
+    address: &str,
+    timeout: Option<Duration>,
+) -> Result<MultiplexedConnection, RedisError> {
+    let client = redis::Client::open(address).map_err(|_| RedisError::InvalidAddress)?;
+    let config = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(None)
+        .set_connection_timeout(Some(timeout.unwrap_or(Duration::from_secs(5))));
+    client
+        .get_multiplexed_async_connection_with_config(&config)
+        .await
+        .map_err(other)
 }
 
 /// How long a command asks Redis to block before it answers.
@@ -67,7 +141,7 @@ pub fn blocking_time(command: &str, args: &[RedisParameter]) -> Blocking {
 /// for one that may block, its block time plus the larger of the two (a busy host
 /// that polls a reply late must not give up on a read Redis has answered: that
 /// would throw the reply away and ask again, adding load where there is too much).
-async fn bounded<T>(
+pub(super) async fn bounded<T>(
     timeout: Option<Duration>,
     blocking: Blocking,
     command: impl Future<Output = redis::RedisResult<T>>,
@@ -126,9 +200,27 @@ impl InstanceState {
     fn connection(
         &self,
         c: &Resource<RedisConnection>,
-    ) -> wasmtime::Result<(MultiplexedConnection, Option<Duration>)> {
+    ) -> wasmtime::Result<(Conn, Option<Duration>)> {
         let c = self.table.get(c)?;
         Ok((c.conn.clone(), c.timeout))
+    }
+
+    /// The resource's connection of its own, opened (for good) when it shares the
+    /// host's.
+    async fn own_connection(
+        &mut self,
+        c: &Resource<RedisConnection>,
+    ) -> wasmtime::Result<Result<Conn, RedisError>> {
+        let resource = self.table.get(c)?;
+        if let Conn::Own(_) = resource.conn {
+            return Ok(Ok(resource.conn.clone()));
+        }
+        let conn = match own_connection(&resource.address, resource.timeout).await {
+            Ok(conn) => Conn::Own(conn),
+            Err(e) => return Ok(Err(e)),
+        };
+        self.table.get_mut(c)?.conn = conn.clone();
+        Ok(Ok(conn))
     }
 }
 
@@ -140,23 +232,19 @@ impl wit::HostConnection for InstanceState {
         if !address_allowed(&address, &self.component.allowed_outbound_hosts, 6379) {
             return Ok(Err(RedisError::InvalidAddress));
         }
-        let client = match redis::Client::open(address.as_str()) {
-            Ok(c) => c,
-            Err(_) => return Ok(Err(RedisError::InvalidAddress)),
-        };
-        // The handshake is a command too: bounded by the same deadline.
         let timeout = self.redis_timeout;
-        let config = redis::AsyncConnectionConfig::new()
-            .set_response_timeout(None)
-            .set_connection_timeout(Some(timeout.unwrap_or(Duration::from_secs(5))));
-        let conn = match client
-            .get_multiplexed_async_connection_with_config(&config)
-            .await
-        {
-            Ok(conn) => conn,
-            Err(e) => return Ok(Err(other(e))),
+        let conn = match &self.shared_redis {
+            Some(shared) => shared_connection(shared, &address, timeout).await,
+            None => own_connection(&address, timeout).await.map(Conn::Own),
         };
-        Ok(Ok(self.table.push(RedisConnection { conn, timeout })?))
+        Ok(match conn {
+            Ok(conn) => Ok(self.table.push(RedisConnection {
+                conn,
+                timeout,
+                address,
+            })?),
+            Err(e) => Err(e),
+        })
     }
 
     async fn publish(
@@ -242,7 +330,19 @@ impl wit::HostConnection for InstanceState {
         arguments: Vec<RedisParameter>,
     ) -> wasmtime::Result<Result<Vec<RedisResult>, RedisError>> {
         let (mut conn, t) = self.connection(&c)?;
+        if let Some(shared) = self.shared_redis.clone() {
+            if let Some(read) = TailRead::parse(&command, &arguments) {
+                let address = self.table.get(&c)?.address.clone();
+                return Ok(shared.read(&address, read, &mut conn, t).await);
+            }
+        }
         let blocking = blocking_time(&command, &arguments);
+        if matches!(conn, Conn::Shared(_)) && needs_own_connection(&command, blocking) {
+            conn = match self.own_connection(&c).await? {
+                Ok(conn) => conn,
+                Err(e) => return Ok(Err(e)),
+            };
+        }
         let mut cmd = redis::cmd(&command);
         for a in arguments {
             match a {
