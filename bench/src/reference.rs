@@ -34,17 +34,32 @@ pub struct Args {
     /// linger at all.
     #[arg(long, value_delimiter = ',', default_value = "0")]
     lingers: Vec<u64>,
+    /// Which hosts run at the default linger: `shared` (as `make run`), `own-reads`
+    /// (a read and a connection per stream), `as-spin` (that, and Nagle on). A read
+    /// per stream takes two descriptors per stream: past ~9,000 streams only `shared`
+    /// fits a 20,000-descriptor limit.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "shared,own-reads,as-spin"
+    )]
+    hosts: Vec<String>,
+    /// Skip the linger sweep (only the `--hosts` runs).
+    #[arg(long)]
+    no_lingers: bool,
 }
 
-/// How crm-events runs at the default `linger_ms`: the host's mode, and the label.
-/// The first is the one the ratios use; the second is the same host with a read per
-/// stream, the baseline of the shared reads in the same run.
-const VARIANTS: [(HostMode, &str); 3] = [
+/// How crm-events runs at the default `linger_ms`: the `--hosts` name, the host's
+/// mode, and the label. The first is the one the ratios use; the second is the same
+/// host with a read per stream, the baseline of the shared reads in the same run.
+const VARIANTS: [(&str, HostMode, &str); 3] = [
     (
+        "shared",
         HostMode::MAKE_RUN,
         "crm-events (host: TCP_NODELAY, shared reads)",
     ),
     (
+        "own-reads",
         HostMode {
             nodelay: true,
             shared_redis: false,
@@ -52,6 +67,7 @@ const VARIANTS: [(HostMode, &str); 3] = [
         "crm-events (host: TCP_NODELAY, a read per stream)",
     ),
     (
+        "as-spin",
         HostMode {
             nodelay: false,
             shared_redis: false,
@@ -60,15 +76,26 @@ const VARIANTS: [(HostMode, &str); 3] = [
     ),
 ];
 
-/// The fixed variants, then one per swept `linger_ms` (as `make run` runs the host):
-/// the mode, the linger (`None`: the default), the label.
-fn variants(lingers: &[u64]) -> Vec<(HostMode, Option<u64>, String)> {
-    let fixed = VARIANTS.map(|(mode, label)| (mode, None, label.to_string()));
-    let swept = lingers.iter().map(|&ms| {
+/// The chosen fixed variants, then one per swept `linger_ms` (as `make run` runs the
+/// host): the mode, the linger (`None`: the default), the label.
+fn variants(a: &Args) -> Result<Vec<(HostMode, Option<u64>, String)>> {
+    let mut chosen = Vec::new();
+    for name in &a.hosts {
+        let Some((_, mode, label)) = VARIANTS.iter().find(|(n, ..)| n == name) else {
+            bail!("--hosts takes shared, own-reads and as-spin, not {name:?}");
+        };
+        chosen.push((*mode, None, label.to_string()));
+    }
+    let lingers = if a.no_lingers {
+        &[][..]
+    } else {
+        &a.lingers[..]
+    };
+    chosen.extend(lingers.iter().map(|&ms| {
         let label = format!("crm-events (TCP_NODELAY, shared reads, linger_ms={ms})");
         (HostMode::MAKE_RUN, Some(ms), label)
-    });
-    fixed.into_iter().chain(swept).collect()
+    }));
+    Ok(chosen)
 }
 
 /// One workload.
@@ -106,7 +133,7 @@ pub async fn run(a: Args) -> Result<()> {
     println!("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |");
     for w in &workloads {
         let mut ours = Vec::new();
-        for (mode, linger, label) in variants(&a.lingers) {
+        for (mode, linger, label) in variants(&a)? {
             let variables: Vec<String> = linger
                 .map(|ms| format!("linger_ms={ms}"))
                 .into_iter()
@@ -116,25 +143,27 @@ pub async fn run(a: Args) -> Result<()> {
             let o = run_crm_events(&p, *w, a.seconds).await?;
             print_row(*w, &label, &o);
             print_split(*w, &o);
-            ours.push(o);
+            ours.push((label, o));
         }
         let theirs = run_nchan(&nginx, *w, a.seconds).await?;
         print_row(*w, "Nchan", &theirs);
-        print_ratio(*w, &ours[0], &theirs);
+        let (label, first) = &ours[0];
+        print_ratio(*w, label, first, &theirs);
     }
     Ok(())
 }
 
-/// crm-events (the first variant) ÷ Nchan. Nchan's memory per stream can read under
-/// 1 KiB (a larger workload before it left its pages in place): no ratio then.
-fn print_ratio(w: Workload, o: &Outcome, theirs: &Outcome) {
+/// crm-events (the first variant, `label`) ÷ Nchan. Nchan's memory per stream can
+/// read under 1 KiB (a larger workload before it left its pages in place): no ratio
+/// then.
+fn print_ratio(w: Workload, label: &str, o: &Outcome, theirs: &Outcome) {
     let memory = if theirs.kib_per_stream < 1.0 {
         "n/a".to_string()
     } else {
         format!("**{:.1}**", o.kib_per_stream / theirs.kib_per_stream)
     };
     println!(
-        "| {}×{}/s | **ratio** (crm-events with TCP_NODELAY and shared reads ÷ Nchan) | | | **{:.2}** | **{:.2}** | **{:.2}** | {memory} |",
+        "| {}×{}/s | **ratio** ({label} ÷ Nchan) | | | **{:.2}** | **{:.2}** | **{:.2}** | {memory} |",
         w.clients,
         w.rate,
         o.p99_ms / theirs.p99_ms,
