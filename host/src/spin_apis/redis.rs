@@ -111,12 +111,17 @@ pub enum Blocking {
     Forever,
 }
 
+/// A command argument as Redis receives it (an integer as its decimal text).
+pub fn parameter_bytes(a: &RedisParameter) -> Vec<u8> {
+    match a {
+        RedisParameter::Int64(i) => i.to_string().into_bytes(),
+        RedisParameter::Binary(b) => b.clone(),
+    }
+}
+
 /// What `command` with `args` asks Redis to block for.
 pub fn blocking_time(command: &str, args: &[RedisParameter]) -> Blocking {
-    let text = |a: &RedisParameter| match a {
-        RedisParameter::Int64(i) => i.to_string(),
-        RedisParameter::Binary(b) => String::from_utf8_lossy(b).into_owned(),
-    };
+    let text = |a: &RedisParameter| String::from_utf8_lossy(&parameter_bytes(a)).into_owned();
     let seconds = |a: Option<&RedisParameter>| a.map(text).and_then(|t| t.parse::<f64>().ok());
     let millis = match command.to_ascii_uppercase().as_str() {
         "XREAD" | "XREADGROUP" => args
@@ -361,7 +366,7 @@ impl wit::HostConnection for InstanceState {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -384,7 +389,8 @@ mod tests {
         assert!(matches!(flatten(Value::Int(3))[0], RedisResult::Int64(3)));
     }
 
-    fn args(list: &[&str]) -> Vec<RedisParameter> {
+    /// Command arguments, each as a binary string.
+    pub(crate) fn args(list: &[&str]) -> Vec<RedisParameter> {
         list.iter()
             .map(|a| RedisParameter::Binary(a.as_bytes().to_vec()))
             .collect()

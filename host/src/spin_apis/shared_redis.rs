@@ -33,7 +33,7 @@
 //! makes the host open and read as Spin does.
 
 use super::fermyon::spin::redis::{Error as RedisError, RedisParameter, RedisResult};
-use super::redis::{bounded, Blocking};
+use super::redis::{bounded, parameter_bytes, Blocking};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use std::collections::{HashMap, VecDeque};
@@ -84,10 +84,7 @@ impl TailRead {
         if !command.eq_ignore_ascii_case("XREAD") {
             return None;
         }
-        let text = |a: &RedisParameter| match a {
-            RedisParameter::Int64(i) => i.to_string().into_bytes(),
-            RedisParameter::Binary(b) => b.clone(),
-        };
+        let text = parameter_bytes;
         let number = |a: Option<&RedisParameter>| -> Option<u64> {
             String::from_utf8(text(a?)).ok()?.parse().ok()
         };
@@ -576,11 +573,7 @@ fn entries_of(reply: Value) -> redis::RedisResult<Vec<Entry>> {
 mod tests {
     use super::*;
 
-    fn args(list: &[&str]) -> Vec<RedisParameter> {
-        list.iter()
-            .map(|a| RedisParameter::Binary(a.as_bytes().to_vec()))
-            .collect()
-    }
+    use crate::spin_apis::redis::tests::args;
 
     #[test]
     fn only_a_blocking_read_of_one_stream_after_a_full_id_is_shared() {
@@ -651,13 +644,19 @@ mod tests {
             .collect()
     }
 
-    #[test]
-    fn answers_what_comes_after_the_id_up_to_count_and_no_further_back_than_it_holds() {
+    /// A tail that holds everything after `from`, and then the entries `ms`.
+    fn holding(from: u64, ms: std::ops::RangeInclusive<u64>) -> Held {
         let mut held = Held {
-            from: Some(EntryId(10, 0)),
+            from: Some(EntryId(from, 0)),
             ..Held::default()
         };
-        held.append((11..=15).map(|ms| entry(ms, "x")).collect());
+        held.append(ms.map(|ms| entry(ms, "x")).collect());
+        held
+    }
+
+    #[test]
+    fn answers_what_comes_after_the_id_up_to_count_and_no_further_back_than_it_holds() {
+        let held = holding(10, 11..=15);
         assert_eq!(ids(held.answer(&read_after(12, 2))), ["13-0", "14-0"]);
         assert_eq!(ids(held.answer(&read_after(10, 100))).len(), 5);
         let Answer::Entries(reply) = held.answer(&read_after(14, 9)) else {
@@ -675,15 +674,7 @@ mod tests {
 
     #[test]
     fn what_it_drops_for_room_it_no_longer_answers_for() {
-        let mut held = Held {
-            from: Some(EntryId(0, 0)),
-            ..Held::default()
-        };
-        held.append(
-            (1..=TAIL_ENTRIES as u64 + 3)
-                .map(|ms| entry(ms, "x"))
-                .collect(),
-        );
+        let held = holding(0, 1..=TAIL_ENTRIES as u64 + 3);
         assert_eq!(held.entries.len(), TAIL_ENTRIES);
         assert_eq!(held.from, Some(EntryId(3, 0)));
         assert!(matches!(held.answer(&read_after(2, 1)), Answer::Unknown));
@@ -692,11 +683,7 @@ mod tests {
 
     #[test]
     fn what_redis_trimmed_is_no_answer() {
-        let mut held = Held {
-            from: Some(EntryId(0, 0)),
-            ..Held::default()
-        };
-        held.append((1..=5).map(|ms| entry(ms, "x")).collect());
+        let mut held = holding(0, 1..=5);
         held.forget_before(Some(EntryId(4, 0)));
         assert_eq!(ids(held.answer(&read_after(1, 9))), ["4-0", "5-0"]);
         assert_eq!(held.bytes, 200);
