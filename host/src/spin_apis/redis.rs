@@ -93,11 +93,17 @@ async fn own_connection(
     let client = redis::Client::open(address).map_err(|_| RedisError::InvalidAddress)?;
     let config = redis::AsyncConnectionConfig::new()
         .set_response_timeout(None)
-        .set_connection_timeout(Some(timeout.unwrap_or(Duration::from_secs(5))));
+        .set_connection_timeout(Some(connect_timeout(timeout)));
     client
         .get_multiplexed_async_connection_with_config(&config)
         .await
         .map_err(other)
+}
+
+/// How long making a connection may take: the host's deadline, or 5 s where it has
+/// none (a connection that never comes helps no one, even as Spin).
+pub(super) fn connect_timeout(timeout: Option<Duration>) -> Duration {
+    timeout.unwrap_or(Duration::from_secs(5))
 }
 
 /// How long a command asks Redis to block before it answers.

@@ -33,7 +33,7 @@
 //! makes the host open and read as Spin does.
 
 use super::fermyon::spin::redis::{Error as RedisError, RedisParameter, RedisResult};
-use super::redis::{bounded, parameter_bytes, Blocking};
+use super::redis::{bounded, connect_timeout, parameter_bytes, Blocking};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::Value;
 use std::collections::{HashMap, VecDeque};
@@ -324,7 +324,7 @@ impl SharedRedis {
         }
         let client = redis::Client::open(address).map_err(|_| RedisError::InvalidAddress)?;
         let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(timeout.unwrap_or(Duration::from_secs(5))))
+            .set_connection_timeout(Some(connect_timeout(timeout)))
             .set_response_timeout(None)
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(20));
@@ -394,7 +394,7 @@ impl SharedRedis {
             id,
             tail: tail.clone(),
             client,
-            timeout: timeout.unwrap_or(Duration::from_secs(5)),
+            timeout: connect_timeout(timeout),
         };
         tokio::spawn(follower.run());
         Ok(tail)
