@@ -169,7 +169,8 @@ pub async fn run(a: Args) -> Result<()> {
 pub struct HostMode {
     /// `TCP_NODELAY` on accepted sockets (`make run` sets it; Spin 4 does not).
     pub nodelay: bool,
-    /// One shared `XREAD` per stream for every client (Spin has one per client).
+    /// One Redis connection and one `XREAD` per stream for every client (Spin has a
+    /// connection and a read per client).
     pub shared_redis: bool,
 }
 

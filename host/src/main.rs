@@ -32,8 +32,9 @@ struct Args {
     /// Set TCP_NODELAY on accepted sockets (Spin 4 does not; see the README).
     #[arg(long, env = "CRM_EVENTS_HOST_TCP_NODELAY", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     tcp_nodelay: bool,
-    /// Answer the blocking XREADs of a stream from one shared read per stream (false:
-    /// one read per stream, as under Spin).
+    /// Share Redis between instances: one connection per address, one read per stream
+    /// for their blocking XREADs (false: a connection per open and a read per stream,
+    /// as under Spin).
     #[arg(long, env = "CRM_EVENTS_HOST_SHARED_REDIS", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = true, action = clap::ArgAction::Set)]
     shared_redis: bool,
     /// Write /tmp/perf-<pid>.map so `perf report` names the components' functions.

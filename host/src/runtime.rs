@@ -58,8 +58,10 @@ pub struct HostConfig {
     /// then meet Nagle's algorithm and delayed ACKs), so neither does the host by
     /// default; `make run` turns it on.
     pub tcp_nodelay: bool,
-    /// Answer the blocking `XREAD`s of one stream from one shared read per stream
-    /// ([`crate::spin_apis::shared_redis`]); off, each goes to Redis, as under Spin.
+    /// Share Redis between instances ([`crate::spin_apis::shared_redis`]): one
+    /// connection per address for their commands, one read per stream for their
+    /// blocking `XREAD`s. Off, each `open` connects and each read goes to Redis, as
+    /// under Spin.
     pub shared_redis: bool,
     /// Write `/tmp/perf-<pid>.map` so `perf` names the components' compiled
     /// functions (profiling; the first host of a process decides, as the engine is
@@ -97,7 +99,8 @@ pub struct InstanceState {
     pub(crate) table: ResourceTable,
     pub(crate) component: Arc<ComponentSpec>,
     pub(crate) redis_timeout: Option<Duration>,
-    /// The host's shared stream reads (`None`: each read goes to Redis, as in Spin).
+    /// The host's shared connections and stream reads (`None`: each `open` connects
+    /// and each read goes to Redis, as in Spin).
     pub(crate) shared_redis: Option<Arc<SharedRedis>>,
 }
 

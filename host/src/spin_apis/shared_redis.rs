@@ -67,6 +67,12 @@ impl EntryId {
     }
 }
 
+impl std::fmt::Display for EntryId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.0, self.1)
+    }
+}
+
 /// One shareable read: `XREAD [COUNT n] BLOCK ms STREAMS <key> <id>`, one stream, a
 /// full id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,8 +130,9 @@ impl TailRead {
         if self.count != usize::MAX {
             cmd.arg("COUNT").arg(self.count);
         }
-        let after = format!("{}-{}", self.after.0, self.after.1);
-        cmd.arg("STREAMS").arg(&self.key).arg(after);
+        cmd.arg("STREAMS")
+            .arg(&self.key)
+            .arg(self.after.to_string());
         cmd
     }
 
@@ -491,7 +498,7 @@ impl Follower {
             .arg(TAIL_BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&self.id.1)
-            .arg(format!("{}-{}", last.0, last.1))
+            .arg(last.to_string())
             .query_async(conn)
             .await?;
         entries_of(stream_of(reply))
