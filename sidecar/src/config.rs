@@ -86,6 +86,9 @@ impl RelayConfig {
             // half-dead broker) is given up after 10 s, not librdkafka's 60 s: a request
             // caught in flight when a broker went down held the relay for a minute.
             ("socket.timeout.ms", "10000".to_string()),
+            // Partitions added to the topic join the group's assignment at the next
+            // metadata refresh: within a minute, not librdkafka's default 5.
+            ("topic.metadata.refresh.interval.ms", "60000".to_string()),
             (
                 "statistics.interval.ms",
                 self.kafka_stats_interval_ms.to_string(),

@@ -5,11 +5,16 @@
 //! follows the write, so after a crash between the two the committed offset is
 //! behind and would re-read events the stream already has. (The write script skips
 //! those anyway; starting at the watermark just avoids reading them.) A partition
-//! with no watermark starts where the group's committed offset or
-//! `auto.offset.reset` says — unless the group did commit an offset: then the events
-//! before it were in a stream Redis no longer has, so the partition starts
-//! `STREAM_MAXLEN` offsets before it (all the stream can have held) and the writer is
-//! told to start a new epoch ([`crate::continuity`]).
+//! with no watermark ([`Unwritten`]):
+//! * whose group committed an offset: the events before it were in a stream Redis no
+//!   longer has, so the partition starts `STREAM_MAXLEN` offsets before it (all the
+//!   stream can have held) and the writer is told to start a new epoch
+//!   ([`crate::continuity`]);
+//! * with no commit, of a topic the relay has written before: the relay has never
+//!   written this partition (it was added to the topic, or its first events came
+//!   while no sidecar ran), so it starts at its first offset — whatever
+//!   `auto.offset.reset` says, which is for a group's first start only;
+//! * otherwise (the group's first start): where `auto.offset.reset` says.
 
 use crate::telemetry::Telemetry;
 use crm_events_contracts::keys::Keys;
@@ -22,6 +27,7 @@ use rdkafka::error::{KafkaError, KafkaResult};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -105,61 +111,83 @@ impl ConsumerContext for RelayContext {
 }
 
 impl RelayContext {
-    /// Sets each partition's start offset to its watermark + 1, where there is one
-    /// (and, where there is none but a committed offset, `maxlen` before that).
+    /// Sets each partition's start offset to its watermark + 1, where there is one;
+    /// where there is none, see [`Unwritten`].
     fn start_at_watermarks(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
-        let fields: Vec<(String, i32, String)> = tpl
-            .elements()
-            .iter()
-            .map(|e| {
-                (
-                    e.topic().to_string(),
-                    e.partition(),
-                    Keys::offsets_field(e.topic(), e.partition()),
-                )
-            })
-            .collect();
-        if fields.is_empty() {
+        if tpl.count() == 0 {
             return;
         }
-        let marks: redis::RedisResult<Vec<Option<i64>>> = self
+        let marks: redis::RedisResult<HashMap<String, i64>> = self
             .redis
             .get_connection_with_timeout(std::time::Duration::from_secs(3))
-            .and_then(|mut c| {
-                redis::cmd("HMGET")
-                    .arg(self.keys.offsets())
-                    .arg(fields.iter().map(|f| f.2.as_str()).collect::<Vec<_>>())
-                    .query(&mut c)
-            });
-        match marks {
-            Ok(marks) => {
-                let mut missing = Vec::new();
-                for ((topic, partition, _), mark) in fields.iter().zip(marks) {
-                    match mark {
-                        Some(mark) => set_start(tpl, topic, *partition, mark + 1),
-                        None => missing.push((topic.clone(), *partition)),
-                    }
-                }
-                self.start_lost_streams(consumer, tpl, &missing);
-            }
+            .and_then(|mut c| redis::cmd("HGETALL").arg(self.keys.offsets()).query(&mut c));
+        let marks = match marks {
+            Ok(marks) => marks,
             // The write script still skips what the stream has; only re-reading is
             // not avoided.
             Err(e) => {
-                tracing::warn!(error = %e, "cannot read watermarks at assignment; starting at committed offsets")
+                tracing::warn!(error = %e, "cannot read watermarks at assignment; starting at committed offsets");
+                return;
             }
+        };
+        let assigned: Vec<(String, i32)> = tpl
+            .elements()
+            .iter()
+            .map(|e| (e.topic().to_string(), e.partition()))
+            .collect();
+        let mut missing = Vec::new();
+        for (topic, partition) in assigned {
+            match marks.get(&Keys::offsets_field(&topic, partition)) {
+                Some(mark) => set_start(tpl, &topic, partition, mark + 1),
+                None => missing.push((topic, partition)),
+            }
+        }
+        // A field is `<topic>/<partition>`; Kafka's topic names have no `/`.
+        let written = |topic: &str| {
+            marks
+                .keys()
+                .any(|f| f.rsplit_once('/').is_some_and(|(t, _)| t == topic))
+        };
+        self.start_unwritten(consumer, tpl, &missing, written);
+    }
+}
+
+/// Where a partition with no watermark in Redis starts.
+#[derive(Debug, PartialEq)]
+enum Unwritten {
+    /// The group committed an offset: the stream that held the events before it is
+    /// gone (Redis lost it). Read again from `from` (`maxlen` before the commit)
+    /// under a new epoch.
+    Lost { from: i64 },
+    /// No commit, but the relay has written other partitions of the topic: this one
+    /// is new to it (added to the topic, or its first events came while no sidecar
+    /// ran). Read from its first offset, so none of its events is skipped.
+    New,
+    /// The group's first start: where `auto.offset.reset` says.
+    FirstStart,
+}
+
+impl Unwritten {
+    fn classify(committed: Option<i64>, topic_written: bool, maxlen: u64) -> Unwritten {
+        match committed {
+            Some(_) if maxlen == 0 => Unwritten::Lost { from: 0 },
+            Some(c) => Unwritten::Lost {
+                from: (c - maxlen as i64).max(0),
+            },
+            None if topic_written => Unwritten::New,
+            None => Unwritten::FirstStart,
         }
     }
 }
 
 impl RelayContext {
-    /// Partitions without a watermark whose group committed an offset: their stream
-    /// is gone (Redis lost it). They start `maxlen` offsets before the commit, and the
-    /// writer starts a new epoch.
-    fn start_lost_streams(
+    /// Sets the start of the partitions without a watermark ([`Unwritten`]).
+    fn start_unwritten(
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
         missing: &[(String, i32)],
+        topic_written: impl Fn(&str) -> bool,
     ) {
         if missing.is_empty() {
             return;
@@ -173,27 +201,41 @@ impl RelayContext {
             return;
         };
         for e in committed.elements() {
-            if let Offset::Offset(c) = e.offset() {
-                let from = if self.maxlen == 0 {
-                    0
-                } else {
-                    (c - self.maxlen as i64).max(0)
-                };
-                tracing::warn!(
-                    partition = e.partition(),
-                    committed = c,
-                    from,
-                    "no watermark but a committed offset: the stream was lost, reading again"
-                );
-                set_start(tpl, e.topic(), e.partition(), from);
-                self.lost_at_start.store(true, Ordering::Relaxed);
+            let commit = match e.offset() {
+                Offset::Offset(c) => Some(c),
+                _ => None,
+            };
+            let (topic, partition) = (e.topic(), e.partition());
+            match Unwritten::classify(commit, topic_written(topic), self.maxlen) {
+                Unwritten::Lost { from } => {
+                    tracing::warn!(
+                        partition,
+                        committed = commit,
+                        from,
+                        "no watermark but a committed offset: the stream was lost, reading again"
+                    );
+                    set_start(tpl, topic, partition, from);
+                    self.lost_at_start.store(true, Ordering::Relaxed);
+                }
+                Unwritten::New => {
+                    tracing::info!(
+                        partition,
+                        "a partition the relay has never written: reading it from its first offset"
+                    );
+                    set_position(tpl, topic, partition, Offset::Beginning);
+                }
+                Unwritten::FirstStart => {}
             }
         }
     }
 }
 
 fn set_start(tpl: &mut TopicPartitionList, topic: &str, partition: i32, offset: i64) {
-    if let Err(e) = tpl.set_partition_offset(topic, partition, Offset::Offset(offset)) {
+    set_position(tpl, topic, partition, Offset::Offset(offset));
+}
+
+fn set_position(tpl: &mut TopicPartitionList, topic: &str, partition: i32, offset: Offset) {
+    if let Err(e) = tpl.set_partition_offset(topic, partition, offset) {
         tracing::warn!(error = %e, partition, "cannot set start offset");
     }
 }
@@ -242,4 +284,23 @@ pub fn create(properties: &[(String, String)], setup: Setup) -> KafkaResult<Rela
         maxlen,
         lost_at_start,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Unwritten;
+
+    #[test]
+    fn a_commit_without_a_watermark_is_a_lost_stream_read_again_from_maxlen_before() {
+        let lost = |from| Unwritten::Lost { from };
+        assert_eq!(Unwritten::classify(Some(500), true, 100), lost(400));
+        assert_eq!(Unwritten::classify(Some(50), false, 100), lost(0));
+        assert_eq!(Unwritten::classify(Some(50), true, 0), lost(0));
+    }
+
+    #[test]
+    fn no_commit_is_a_new_partition_once_the_topic_was_written_else_a_first_start() {
+        assert_eq!(Unwritten::classify(None, true, 100), Unwritten::New);
+        assert_eq!(Unwritten::classify(None, false, 100), Unwritten::FirstStart);
+    }
 }

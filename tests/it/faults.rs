@@ -28,6 +28,8 @@ struct Switchboard {
     kafka: Kafka,
     /// The sidecars started so far (killed ones stay, stopped).
     sidecars: Vec<Sidecar>,
+    /// Settings of the next sidecar beside the switchboard's own.
+    sidecar_env: Vec<(&'static str, &'static str)>,
     app: common::App,
     /// Events produced so far, per partition.
     produced: Vec<usize>,
@@ -62,6 +64,7 @@ impl Switchboard {
             redis,
             kafka,
             sidecars: Vec::new(),
+            sidecar_env: Vec::new(),
             app,
             produced: vec![0; 3],
         };
@@ -73,12 +76,13 @@ impl Switchboard {
 
     /// Starts one more sidecar in the group.
     fn add_sidecar(&mut self) {
-        let settings = [
+        let mut settings = vec![
             ("KAFKA_PROP_FETCH_WAIT_MAX_MS", "5"),
             ("HEARTBEAT_TTL_SECONDS", "3"),
             ("BATCH_MAX", "200"),
             ("BATCH_LINGER_MS", "2"),
         ];
+        settings.extend(self.sidecar_env.iter().copied());
         let url = self.redis.url();
         let sidecar = Sidecar::start(&url, &self.kafka.brokers(), TOPIC, &settings);
         self.sidecars.push(sidecar);
@@ -96,8 +100,13 @@ impl Switchboard {
 
     /// Produces `n` more events, round robin over the partitions.
     fn produce(&mut self, n: usize) {
+        self.produce_over(3, n);
+    }
+
+    /// Produces `n` more events, round robin over the first `partitions` partitions.
+    fn produce_over(&mut self, partitions: i32, n: usize) {
         let first: usize = self.produced.iter().sum();
-        let per = self.kafka.send_events(n, 3, first);
+        let per = self.kafka.send_events(n, partitions, first);
         for (p, k) in per.iter().enumerate() {
             self.produced[p] += k;
         }
@@ -421,6 +430,24 @@ async fn a_redis_outage_mid_run_loses_and_duplicates_nothing() {
         epoch,
         "an outage that loses nothing keeps the epoch"
     );
+}
+
+/// A partition the relay has never written — its first events came while no sidecar
+/// ran; a partition added to the topic while running starts the same way: no
+/// watermark, no committed offset — is read from its first event, even under
+/// `KAFKA_OFFSET_RESET=latest` (which is for a group's first start only: with it, the
+/// partition's events from before its assignment were skipped, silently).
+#[tokio::test]
+async fn a_partition_the_relay_never_wrote_is_read_from_its_first_event() {
+    let mut board = Switchboard::start(Setup::default()).await;
+    board.produce_over(2, 1_000);
+    board.assert_stream_complete();
+    assert_eq!(board.produced, [500, 500, 0]);
+    board.kill_sidecar(0);
+    board.produce(3_000);
+    board.sidecar_env = vec![("KAFKA_OFFSET_RESET", "latest")];
+    board.add_sidecar();
+    board.assert_stream_complete();
 }
 
 /// A second sidecar joins the group mid-run: partitions move while the first has
