@@ -11,7 +11,7 @@
 //! (`nginx`, `libnginx-mod-nchan`), unpacked by `scripts/setup.sh --bench`.
 
 use crate::procs::{cpu_seconds, cpu_seconds_of, pids_of, private_bytes, until, Proc};
-use crate::sse::{now_us, percentile, sent_us, HostMode, Pipeline};
+use crate::sse::{now_us, percentile, sent_us, HostMode, Pipeline, Settings};
 use anyhow::{bail, Context, Result};
 use crm_events_contracts::envelope::{Envelope, RawRecord};
 use crm_events_harness::redis_server::free_port;
@@ -138,7 +138,11 @@ pub async fn run(a: Args) -> Result<()> {
                 .map(|ms| format!("linger_ms={ms}"))
                 .into_iter()
                 .collect();
-            let p = Pipeline::start_with(most + 100, None, mode, &variables)?;
+            let p = Pipeline::start(Settings {
+                mode,
+                variables,
+                ..Settings::new(most + 100)
+            })?;
             p.wait_ready().await?;
             let o = run_crm_events(&p, *w, a.seconds).await?;
             print_row(*w, &label, &o);

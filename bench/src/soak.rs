@@ -7,17 +7,19 @@
 //! it samples the resident memory of the host, the sidecar and redis-server. At the
 //! end it checks that every client saw every event of every partition once and in
 //! order across all its connections, counts the ERROR lines in the parts' logs, and
-//! draws the memory graph (a PNG, `--graph`).
+//! draws the memory graph (a PNG, `--graph`). It also says how far behind the clients
+//! were when the producer stopped, how long they took to catch up, and the cores each
+//! part used (the load side included: on 2 cores it competes with what it measures).
 
-use crate::procs::{rss_bytes, until};
-use crate::sse::{HostMode, Pipeline};
+use crate::procs::{cpu_seconds, rss_bytes, until};
+use crate::sse::{HostMode, Pipeline, Settings};
 use anyhow::{Context, Result};
 use eventsource_stream::{Event, Eventsource};
 use futures::StreamExt;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -52,6 +54,18 @@ pub struct Args {
     /// Where the memory graph goes.
     #[arg(long, default_value = "docs/soak.png")]
     graph: PathBuf,
+    /// The producer's `linger.ms`. librdkafka's mock broker (in this process) keeps
+    /// each partition's log as a list of message sets and walks it from the oldest
+    /// for every fetch that finds data ("FIXME: Maintain an index"): with every event
+    /// in a set of its own its cost grows with the log, and after ~7 minutes it took
+    /// half a core here and the clients fell behind. Sets of a few events each keep
+    /// it small; the soak measures completeness and memory, not latency.
+    #[arg(long, default_value_t = 100)]
+    producer_linger_ms: u32,
+    /// Run the host with a Redis connection and a read per stream, as Spin does
+    /// (`CRM_EVENTS_HOST_SHARED_REDIS=0`): the baseline for the shared host.
+    #[arg(long)]
+    own_reads: bool,
     /// A TrueType font for the graph's text (Debian: fonts-dejavu-core).
     #[arg(
         long,
@@ -67,15 +81,28 @@ struct Shared {
     connected: AtomicUsize,
     /// Events produced, per partition.
     produced: [AtomicI64; PARTITIONS],
+    /// Domain events all clients have taken so far (how far behind they are).
+    taken: AtomicU64,
     /// Set when the producer is done; clients then read up to `produced` and stop.
     done: AtomicBool,
     done_at: OnceLock<Instant>,
+    /// Clients behind when the producer was done, and by how many events in all.
+    behind_at_done: OnceLock<u64>,
 }
 
 impl Shared {
-    fn finish(&self) {
+    fn finish(&self, clients: usize) {
         let _ = self.done_at.set(Instant::now());
+        let owed = self.produced_total() as u64 * clients as u64;
+        let _ = self
+            .behind_at_done
+            .set(owed.saturating_sub(self.taken.load(Ordering::SeqCst)));
         self.done.store(true, Ordering::SeqCst);
+    }
+
+    /// Events produced over all partitions.
+    fn produced_total(&self) -> i64 {
+        self.produced.iter().map(|n| n.load(Ordering::SeqCst)).sum()
     }
 
     /// Whether the clients' time to catch up is over.
@@ -218,14 +245,19 @@ async fn connection(
         // Wake at least every second to see whether the run is over.
         match tokio::time::timeout(left.min(Duration::from_secs(1)), events.next()).await {
             Err(_) => continue,
-            Ok(Some(Ok(e))) => client.take(&e),
+            Ok(Some(Ok(e))) => {
+                let before = client.events - client.duplicates;
+                client.take(&e);
+                let new = client.events - client.duplicates - before;
+                shared.taken.fetch_add(new, Ordering::Relaxed);
+            }
             Ok(_) => return, // The server ended the stream (or it broke).
         }
     }
 }
 
 /// Produces `rate` events/s for `length`, round robin over the partitions.
-async fn produce(p: &Pipeline, shared: &Shared, rate: u64, length: Duration) {
+async fn produce(p: &Pipeline, shared: &Shared, clients: usize, rate: u64, length: Duration) {
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + length;
@@ -246,7 +278,7 @@ async fn produce(p: &Pipeline, shared: &Shared, rate: u64, length: Duration) {
         i += 1;
     }
     p.kafka.flush();
-    shared.finish();
+    shared.finish(clients);
 }
 
 /// One memory sample, MiB.
@@ -282,6 +314,7 @@ fn sample(started: Instant, pids: [u32; 3]) -> Result<Sample> {
 /// Samples memory every `every` until the producer is done.
 async fn sample_memory(
     shared: Arc<Shared>,
+    clients: usize,
     pids: [u32; 3],
     every: Duration,
 ) -> Result<Vec<Sample>> {
@@ -295,13 +328,11 @@ async fn sample_memory(
             return Ok(samples);
         }
         let s = sample(started, pids)?;
-        let produced: i64 = shared
-            .produced
-            .iter()
-            .map(|n| n.load(Ordering::SeqCst))
-            .sum();
+        let produced = shared.produced_total();
+        let owed = produced as u64 * clients as u64;
+        let behind = owed.saturating_sub(shared.taken.load(Ordering::Relaxed)) / clients as u64;
         eprintln!(
-            "soak: minute {:.0}: {produced} events produced; RSS host {:.1} MiB, sidecar {:.1} MiB, redis {:.1} MiB",
+            "soak: minute {:.0}: {produced} events produced, clients {behind} behind on average; RSS host {:.1} MiB, sidecar {:.1} MiB, redis {:.1} MiB",
             s.minute, s.host, s.sidecar, s.redis
         );
         samples.push(s);
@@ -317,7 +348,16 @@ pub async fn run(a: Args) -> Result<()> {
     })?;
     let logs = crm_events_harness::app::root().join("target/soak-logs");
     std::fs::create_dir_all(&logs)?;
-    let p = Pipeline::start(a.clients + 100, Some(&logs), HostMode::MAKE_RUN)?;
+    let mode = HostMode {
+        shared_redis: !a.own_reads,
+        ..HostMode::MAKE_RUN
+    };
+    let p = Pipeline::start(Settings {
+        logs: Some(&logs),
+        mode,
+        producer_linger_ms: a.producer_linger_ms,
+        ..Settings::new(a.clients + 100)
+    })?;
     p.wait_ready().await?;
     let shared = Arc::new(Shared::default());
     let max_hold = Duration::from_secs(a.max_connection_seconds.max(2));
@@ -340,19 +380,87 @@ pub async fn run(a: Args) -> Result<()> {
     let pids = [p.host.0.id(), p.sidecar.0.id(), p.redis.pid()];
     let sampler = tokio::spawn(sample_memory(
         shared.clone(),
+        a.clients.max(1),
         pids,
         Duration::from_secs(a.sample_seconds),
     ));
-    produce(&p, &shared, a.rate, Duration::from_secs(a.minutes * 60)).await;
+    let cpu = CpuUse::start(pids)?;
+    let length = Duration::from_secs(a.minutes * 60);
+    produce(&p, &shared, a.clients, a.rate, length).await;
+    let cpu = cpu.cores()?;
     let samples = sampler.await??;
     let mut reports = Vec::with_capacity(a.clients);
     for c in clients {
         reports.push(c.await?);
     }
+    let catch_up = shared.done_at.get().map(Instant::elapsed);
     report(&a, &shared, &samples, &reports, &logs)?;
+    report_load(&a, &shared, cpu, catch_up);
     draw(&a.graph, &samples, font)?;
     println!("\nGraph: {}", a.graph.display());
     Ok(())
+}
+
+/// CPU seconds of the host, the sidecar, redis-server and this process (the load
+/// clients, the producer and the mock broker) since the production began.
+struct CpuUse {
+    pids: [u32; 4],
+    started: Instant,
+    at_start: [f64; 4],
+}
+
+impl CpuUse {
+    fn start(parts: [u32; 3]) -> Result<Self> {
+        let pids = [parts[0], parts[1], parts[2], std::process::id()];
+        Ok(Self {
+            pids,
+            started: Instant::now(),
+            at_start: Self::read(pids)?,
+        })
+    }
+
+    fn read(pids: [u32; 4]) -> Result<[f64; 4]> {
+        let mut seconds = [0.0; 4];
+        for (s, pid) in seconds.iter_mut().zip(pids) {
+            *s = cpu_seconds(pid)?;
+        }
+        Ok(seconds)
+    }
+
+    /// Cores each used on average: CPU seconds ÷ wall seconds.
+    fn cores(&self) -> Result<[f64; 4]> {
+        let now = Self::read(self.pids)?;
+        let wall = self.started.elapsed().as_secs_f64();
+        Ok(std::array::from_fn(|i| (now[i] - self.at_start[i]) / wall))
+    }
+}
+
+/// How far behind the clients were when the producer stopped, how long they took
+/// to catch up, and the cores each part used while events were produced.
+fn report_load(a: &Args, shared: &Shared, cores: [f64; 4], catch_up: Option<Duration>) {
+    let behind = shared.behind_at_done.get().copied().unwrap_or(0);
+    let per_client = behind as f64 / a.clients.max(1) as f64;
+    println!(
+        "\nHost: {}. When the producer stopped the clients were {behind} events behind in all \
+         ({per_client:.0} each on average, {:.1} s of production); the last finished {:.1} s later \
+         (the catch-up limit is {} s).",
+        if a.own_reads {
+            "a Redis connection and read per stream (own reads)"
+        } else {
+            "shared Redis"
+        },
+        per_client / a.rate.max(1) as f64,
+        catch_up.map_or(0.0, |d| d.as_secs_f64()),
+        CATCH_UP.as_secs()
+    );
+    println!(
+        "Cores used while producing: host {:.2}, sidecar {:.2}, redis-server {:.2}, this process (load clients, producer, mock broker) {:.2}; total {:.2}.",
+        cores[0],
+        cores[1],
+        cores[2],
+        cores[3],
+        cores.iter().sum::<f64>()
+    );
 }
 
 /// Prints the results as the Markdown docs/benchmarks.md quotes.
@@ -363,11 +471,7 @@ fn report(
     clients: &[Client],
     logs: &Path,
 ) -> Result<()> {
-    let produced: i64 = shared
-        .produced
-        .iter()
-        .map(|n| n.load(Ordering::SeqCst))
-        .sum();
+    let produced = shared.produced_total();
     let complete = clients.iter().filter(|c| c.complete(shared)).count();
     let sum = |f: fn(&Client) -> u64| clients.iter().map(f).sum::<u64>();
     println!(

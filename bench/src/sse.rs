@@ -148,7 +148,7 @@ pub struct Pipeline {
 
 pub async fn run(a: Args) -> Result<()> {
     let max_instances = a.fanout.iter().copied().max().unwrap_or(0).max(a.clients) + 100;
-    let p = Pipeline::start(max_instances, None, HostMode::MAKE_RUN)?;
+    let p = Pipeline::start(Settings::new(max_instances))?;
     p.wait_ready().await?;
     latency_run(&p, &a).await?;
     println!(
@@ -191,23 +191,42 @@ impl HostMode {
     }
 }
 
-impl Pipeline {
-    /// Starts every part; their logs go to `logs/<part>.log` when `logs` is set.
-    pub fn start(
-        max_instances: usize,
-        logs: Option<&std::path::Path>,
-        mode: HostMode,
-    ) -> Result<Self> {
-        Self::start_with(max_instances, logs, mode, &[])
-    }
+/// How a [`Pipeline`] starts.
+pub struct Settings<'a> {
+    /// The host's `--max-instances`.
+    pub max_instances: usize,
+    /// Where the parts' logs go (`<dir>/<part>.log`); inherited when `None`.
+    pub logs: Option<&'a std::path::Path>,
+    pub mode: HostMode,
+    /// More app variables (`name=value`).
+    pub variables: Vec<String>,
+    /// The producer's `linger.ms`: 0 sends each event at once (the latency runs).
+    pub producer_linger_ms: u32,
+}
 
-    /// [`Pipeline::start`] with more app variables (`name=value`).
-    pub fn start_with(
-        max_instances: usize,
-        logs: Option<&std::path::Path>,
-        mode: HostMode,
-        variables: &[String],
-    ) -> Result<Self> {
+impl Settings<'_> {
+    /// The host as `make run` runs it, each event produced at once.
+    pub fn new(max_instances: usize) -> Self {
+        Settings {
+            max_instances,
+            logs: None,
+            mode: HostMode::MAKE_RUN,
+            variables: Vec::new(),
+            producer_linger_ms: 0,
+        }
+    }
+}
+
+impl Pipeline {
+    /// Starts every part.
+    pub fn start(settings: Settings) -> Result<Self> {
+        let Settings {
+            max_instances,
+            logs,
+            mode,
+            variables,
+            producer_linger_ms,
+        } = settings;
         let redis = RedisServer::start()?;
         // Every stream holds a Redis connection: the default maxclients (10,000)
         // would refuse the 10,000th stream beside the sidecar's and the probes'.
@@ -216,7 +235,7 @@ impl Pipeline {
             .arg("maxclients")
             .arg("18000")
             .query::<()>(&mut redis.connection()?)?;
-        let kafka = Kafka::start_with_linger(TOPIC, 3, 0);
+        let kafka = Kafka::start_with_linger(TOPIC, 3, producer_linger_ms);
         let sidecar_port = free_port()?;
         let sidecar = crate::procs::sidecar_logged(
             &redis,
