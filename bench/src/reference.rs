@@ -115,6 +115,10 @@ struct Outcome {
     /// The CPU per delivered event of each server process, in the order given.
     cpu_split: Vec<f64>,
     kib_per_stream: f64,
+    /// CPU per delivered event of this process: the clients, the publishing side
+    /// (for crm-events the producer and librdkafka's mock broker, for Nchan the HTTP
+    /// publisher). It shares the 2 cores with the server it measures.
+    load_us_per_event: f64,
 }
 
 pub async fn run(a: Args) -> Result<()> {
@@ -151,6 +155,7 @@ pub async fn run(a: Args) -> Result<()> {
         }
         let theirs = run_nchan(&nginx, *w, a.seconds).await?;
         print_row(*w, "Nchan", &theirs);
+        print_split(*w, &theirs);
         let (label, first) = &ours[0];
         print_ratio(*w, label, first, &theirs);
     }
@@ -179,9 +184,15 @@ fn print_ratio(w: Workload, label: &str, o: &Outcome, theirs: &Outcome) {
 /// Where crm-events' CPU went: the host, Redis and the sidecar
 /// ([`Pipeline::server_pids`]'s order).
 fn print_split(w: Workload, o: &Outcome) {
+    let load = o.load_us_per_event;
     if let [host, redis, sidecar] = o.cpu_split[..] {
         println!(
-            "| {}×{}/s | ↳ CPU µs/event: host {host:.2}, Redis {redis:.2}, sidecar {sidecar:.2} | | | | | | |",
+            "| {}×{}/s | ↳ CPU µs/event: host {host:.2}, Redis {redis:.2}, sidecar {sidecar:.2}; load side {load:.2} | | | | | | |",
+            w.clients, w.rate
+        );
+    } else {
+        println!(
+            "| {}×{}/s | ↳ CPU µs/event: load side {load:.2} | | | | | | |",
             w.clients, w.rate
         );
     }
@@ -297,7 +308,8 @@ where
     }
     let kib_per_stream =
         private().saturating_sub(private_before) as f64 / w.clients as f64 / 1024.0;
-    let (cpu_before, started) = (cpu(), Instant::now());
+    let load = || cpu_seconds(std::process::id()).unwrap_or(0.0);
+    let (cpu_before, load_before, started) = (cpu(), load(), Instant::now());
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / w.rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for i in 0..n {
@@ -313,6 +325,7 @@ where
     }
     let elapsed = started.elapsed().as_secs_f64();
     let spent: Vec<f64> = cpu().iter().zip(&cpu_before).map(|(a, b)| a - b).collect();
+    let load_spent = load() - load_before;
     latencies.sort_unstable();
     let delivered = latencies.len();
     Ok(Outcome {
@@ -326,6 +339,7 @@ where
             .map(|s| s * 1e6 / delivered.max(1) as f64)
             .collect(),
         kib_per_stream,
+        load_us_per_event: load_spent * 1e6 / delivered.max(1) as f64,
     })
 }
 

@@ -86,8 +86,10 @@ struct Shared {
     /// Set when the producer is done; clients then read up to `produced` and stop.
     done: AtomicBool,
     done_at: OnceLock<Instant>,
-    /// Clients behind when the producer was done, and by how many events in all.
+    /// Events the clients were behind, in all, when the producer was done.
     behind_at_done: OnceLock<u64>,
+    /// Milliseconds after the producer was done that the last client had everything.
+    last_caught_up_ms: AtomicU64,
 }
 
 impl Shared {
@@ -103,6 +105,14 @@ impl Shared {
     /// Events produced over all partitions.
     fn produced_total(&self) -> i64 {
         self.produced.iter().map(|n| n.load(Ordering::SeqCst)).sum()
+    }
+
+    /// Notes that a client has everything now.
+    fn caught_up_now(&self) {
+        if let Some(done) = self.done_at.get() {
+            let ms = done.elapsed().as_millis() as u64;
+            self.last_caught_up_ms.fetch_max(ms, Ordering::SeqCst);
+        }
     }
 
     /// Whether the clients' time to catch up is over.
@@ -203,6 +213,9 @@ async fn run_client(url: String, shared: Arc<Shared>, max_hold: Duration, seed: 
     while !client.caught_up(&shared) && !shared.out_of_time() {
         let hold = Duration::from_millis(rng.gen_range(1_000..=max_hold.as_millis() as u64));
         connection(&http, &url, hold, &shared, &mut client).await;
+    }
+    if client.caught_up(&shared) {
+        shared.caught_up_now();
     }
     client
 }
@@ -393,9 +406,8 @@ pub async fn run(a: Args) -> Result<()> {
     for c in clients {
         reports.push(c.await?);
     }
-    let catch_up = shared.done_at.get().map(Instant::elapsed);
     report(&a, &shared, &samples, &reports, &logs)?;
-    report_load(&a, &shared, cpu, catch_up);
+    report_load(&a, &shared, cpu);
     draw(&a.graph, &samples, font)?;
     println!("\nGraph: {}", a.graph.display());
     Ok(())
@@ -437,20 +449,20 @@ impl CpuUse {
 
 /// How far behind the clients were when the producer stopped, how long they took
 /// to catch up, and the cores each part used while events were produced.
-fn report_load(a: &Args, shared: &Shared, cores: [f64; 4], catch_up: Option<Duration>) {
+fn report_load(a: &Args, shared: &Shared, cores: [f64; 4]) {
     let behind = shared.behind_at_done.get().copied().unwrap_or(0);
     let per_client = behind as f64 / a.clients.max(1) as f64;
+    let catch_up = shared.last_caught_up_ms.load(Ordering::SeqCst) as f64 / 1000.0;
     println!(
         "\nHost: {}. When the producer stopped the clients were {behind} events behind in all \
-         ({per_client:.0} each on average, {:.1} s of production); the last finished {:.1} s later \
-         (the catch-up limit is {} s).",
+         ({per_client:.1} each on average, {:.2} s of production); the last client had everything \
+         {catch_up:.1} s later (the catch-up limit is {} s).",
         if a.own_reads {
             "a Redis connection and read per stream (own reads)"
         } else {
             "shared Redis"
         },
         per_client / a.rate.max(1) as f64,
-        catch_up.map_or(0.0, |d| d.as_secs_f64()),
         CATCH_UP.as_secs()
     );
     println!(
