@@ -45,12 +45,13 @@ async fn metric(app: &App, line_prefix: &str) -> Option<f64> {
 async fn wait_metric(app: &App, prefix: &str, want: f64) {
     let deadline = tokio::time::Instant::now() + T;
     loop {
-        if metric(app, prefix).await == Some(want) {
+        let now = metric(app, prefix).await;
+        if now == Some(want) {
             return;
         }
         assert!(
             tokio::time::Instant::now() < deadline,
-            "{prefix} never became {want}"
+            "{prefix} never became {want} (last: {now:?})"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
