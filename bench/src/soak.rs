@@ -77,6 +77,8 @@ pub struct Args {
 /// What the producer and the clients share.
 #[derive(Default)]
 struct Shared {
+    /// How many clients there are (at least 1).
+    clients: u64,
     /// Clients whose first connection is open (production starts when all are).
     connected: AtomicUsize,
     /// Events produced, per partition.
@@ -93,13 +95,23 @@ struct Shared {
 }
 
 impl Shared {
-    fn finish(&self, clients: usize) {
+    fn new(clients: usize) -> Self {
+        Shared {
+            clients: clients.max(1) as u64,
+            ..Shared::default()
+        }
+    }
+
+    fn finish(&self) {
         let _ = self.done_at.set(Instant::now());
-        let owed = self.produced_total() as u64 * clients as u64;
-        let _ = self
-            .behind_at_done
-            .set(owed.saturating_sub(self.taken.load(Ordering::SeqCst)));
+        let _ = self.behind_at_done.set(self.behind());
         self.done.store(true, Ordering::SeqCst);
+    }
+
+    /// Events produced and not yet taken, summed over the clients.
+    fn behind(&self) -> u64 {
+        let owed = self.produced_total() as u64 * self.clients;
+        owed.saturating_sub(self.taken.load(Ordering::SeqCst))
     }
 
     /// Events produced over all partitions.
@@ -270,7 +282,7 @@ async fn connection(
 }
 
 /// Produces `rate` events/s for `length`, round robin over the partitions.
-async fn produce(p: &Pipeline, shared: &Shared, clients: usize, rate: u64, length: Duration) {
+async fn produce(p: &Pipeline, shared: &Shared, rate: u64, length: Duration) {
     let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / rate));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     let end = Instant::now() + length;
@@ -291,7 +303,7 @@ async fn produce(p: &Pipeline, shared: &Shared, clients: usize, rate: u64, lengt
         i += 1;
     }
     p.kafka.flush();
-    shared.finish(clients);
+    shared.finish();
 }
 
 /// One memory sample, MiB.
@@ -327,7 +339,6 @@ fn sample(started: Instant, pids: [u32; 3]) -> Result<Sample> {
 /// Samples memory every `every` until the producer is done.
 async fn sample_memory(
     shared: Arc<Shared>,
-    clients: usize,
     pids: [u32; 3],
     every: Duration,
 ) -> Result<Vec<Sample>> {
@@ -342,8 +353,7 @@ async fn sample_memory(
         }
         let s = sample(started, pids)?;
         let produced = shared.produced_total();
-        let owed = produced as u64 * clients as u64;
-        let behind = owed.saturating_sub(shared.taken.load(Ordering::Relaxed)) / clients as u64;
+        let behind = shared.behind() / shared.clients;
         eprintln!(
             "soak: minute {:.0}: {produced} events produced, clients {behind} behind on average; RSS host {:.1} MiB, sidecar {:.1} MiB, redis {:.1} MiB",
             s.minute, s.host, s.sidecar, s.redis
@@ -372,7 +382,7 @@ pub async fn run(a: Args) -> Result<()> {
         ..Settings::new(a.clients + 100)
     })?;
     p.wait_ready().await?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared::new(a.clients));
     let max_hold = Duration::from_secs(a.max_connection_seconds.max(2));
     let clients: Vec<_> = (0..a.clients)
         .map(|i| {
@@ -393,13 +403,12 @@ pub async fn run(a: Args) -> Result<()> {
     let pids = [p.host.0.id(), p.sidecar.0.id(), p.redis.pid()];
     let sampler = tokio::spawn(sample_memory(
         shared.clone(),
-        a.clients.max(1),
         pids,
         Duration::from_secs(a.sample_seconds),
     ));
     let cpu = CpuUse::start(pids)?;
     let length = Duration::from_secs(a.minutes * 60);
-    produce(&p, &shared, a.clients, a.rate, length).await;
+    produce(&p, &shared, a.rate, length).await;
     let cpu = cpu.cores()?;
     let samples = sampler.await??;
     let mut reports = Vec::with_capacity(a.clients);
@@ -451,7 +460,7 @@ impl CpuUse {
 /// to catch up, and the cores each part used while events were produced.
 fn report_load(a: &Args, shared: &Shared, cores: [f64; 4]) {
     let behind = shared.behind_at_done.get().copied().unwrap_or(0);
-    let per_client = behind as f64 / a.clients.max(1) as f64;
+    let per_client = behind as f64 / shared.clients as f64;
     let catch_up = shared.last_caught_up_ms.load(Ordering::SeqCst) as f64 / 1000.0;
     println!(
         "\nHost: {}. When the producer stopped the clients were {behind} events behind in all \
