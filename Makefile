@@ -4,7 +4,7 @@ CARGO ?= cargo
 COMPONENTS := $(shell sed -n 's/^command = "cargo build .*-p \(crm-events-[a-z-]*\)"$$/\1/p' spin.toml)
 WASM_FLAGS := --release --target wasm32-wasip2 $(addprefix -p ,$(COMPONENTS))
 
-.PHONY: all setup components build test lint fmt run bench soak stress-stop clean
+.PHONY: all setup components build test lint fmt run bench soak stress-stop fuzz clean
 
 all: build
 
@@ -53,6 +53,11 @@ bench: components ## Relay throughput, SSE latency/fan-out, auth cost, outbox (r
 	./target/release/crm-events-bench outbox
 	./scripts/setup.sh --bench
 	./target/release/crm-events-bench reference
+
+FUZZ_SECONDS ?= 60
+fuzz: ## Each fuzz target (stream query, token claims, publish body, SSE framing) for FUZZ_SECONDS (see docs/benchmarks.md).
+	./scripts/setup.sh --fuzz
+	./scripts/fuzz.sh $(FUZZ_SECONDS)
 
 stress-stop: build ## make run's stop, 20 times under stress-ng on every core (RUNS=20).
 	./scripts/stress-stop.sh

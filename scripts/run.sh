@@ -182,7 +182,7 @@ if [ -z "${SPIN_VARIABLE_AUTH_PUBLIC_KEYS:-}${SPIN_VARIABLE_AUTH_JWKS:-}${SPIN_V
   mkdir -p "$AUTH_DIR"
   "$BIN/crm-events-sidecar" keygen --out "$AUTH_DIR" >/dev/null
   (umask 077; "$BIN/crm-events-sidecar" token --key "$AUTH_DIR/private.pem" \
-    --sub operator --tenant '*' --permission publish --ttl 8h > "$AUTH_DIR/token")
+    --sub operator --tenant '*' --permission publish --ttl 8h > "$AUTH_DIR/token" 2>/dev/null)
   SPIN_VARIABLE_AUTH_PUBLIC_KEYS=$(cat "$AUTH_DIR/public.pem")
   export SPIN_VARIABLE_AUTH_PUBLIC_KEYS
   auth_desc="demo key pair in $AUTH_DIR (operator token: every tenant, may publish, 8 h)"
@@ -250,7 +250,7 @@ crm-events is running
   publish    curl -H "Authorization: Bearer $token_hint" -H 'Idempotency-Key: demo-1' -H 'Content-Type: application/json' \\
                -d '{"type":"JobCreated","tenant_id":"3f8a1c2e-6b4d-4e8f-9a1b-2c3d4e5f6a70","payload":{"JobId":"job-x"}}' http://127.0.0.1:$PORT/crm-events
   viewer     http://127.0.0.1:$PORT/ops/crm-events  (sign in with the token in $AUTH_DIR/token)
-  tokens     $BIN/crm-events-sidecar token --key $AUTH_DIR/private.pem --tenant <tenant uuid> --ttl 1h
+  tokens     $BIN/crm-events-sidecar token --key $AUTH_DIR/private.pem --sub <who> --tenant <tenant uuid> --ttl 1h
   metrics    http://127.0.0.1:$PORT/metrics   sidecar http://127.0.0.1:$SIDECAR_PORT/metrics   publisher ${PUBLISHER_PORT:+http://127.0.0.1:$PUBLISHER_PORT/metrics}
   kafka      $kafka_desc
   outbox     $outbox_desc

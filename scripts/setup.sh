@@ -9,7 +9,8 @@
 #   with --test also Chromium, Node.js (20 or newer) and playwright-core for the
 #   browser test;
 #   with --lint also cargo-machete (unused dependencies);
-#   with --bench nginx and its Nchan module, unpacked (the benchmarks' reference).
+#   with --bench nginx and its Nchan module, unpacked (the benchmarks' reference);
+#   with --fuzz cargo-fuzz (make fuzz).
 # Safe to run again: it installs only what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -94,6 +95,11 @@ fi
 if [ "${1:-}" = "--lint" ] && ! cargo machete --version >/dev/null 2>&1; then
   echo "setup: installing cargo-machete"
   cargo install --locked --version 0.9.2 cargo-machete
+fi
+
+if [ "${1:-}" = "--fuzz" ] && ! cargo fuzz --version >/dev/null 2>&1; then
+  echo "setup: installing cargo-fuzz"
+  cargo install --locked --version 0.13.2 cargo-fuzz
 fi
 
 # The benchmarks' reference: Debian's nginx and Nchan module, unpacked into

@@ -109,6 +109,11 @@ fn start_side(redis: &RedisServer, auth: bool) -> Result<Side> {
         app::cache_dir().to_str().context("path")?.to_string(),
         "--max-instances".to_string(),
         "5000".to_string(),
+        // The bench is the only client, all on 127.0.0.1: no connection caps.
+        "--max-connections".to_string(),
+        "0".to_string(),
+        "--max-connections-per-address".to_string(),
+        "0".to_string(),
     ];
     let mut vars = vec![
         format!("redis_host={}", redis.host_port()),
@@ -116,6 +121,7 @@ fn start_side(redis: &RedisServer, auth: bool) -> Result<Side> {
         "max_streams_per_subject=0".to_string(),
         "max_streams_per_address=0".to_string(),
         "max_connects_per_minute=0".to_string(),
+        "max_auth_failures_per_minute=0".to_string(),
     ];
     let mut headers = Vec::new();
     if auth {

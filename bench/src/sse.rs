@@ -268,6 +268,11 @@ impl Pipeline {
             "max_streams_per_address=0",
             "--variable",
             "max_connects_per_minute=0",
+            // No connection caps either: the bench is the only client.
+            "--max-connections",
+            "0",
+            "--max-connections-per-address",
+            "0",
             "--max-instances",
             &max_instances,
             "--cache-dir",

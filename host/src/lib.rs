@@ -16,8 +16,11 @@
 //! * [`manifest`]: reading `spin.toml` (components, routes, variables, hosts).
 //! * [`spin_apis`]: the Spin Redis, PostgreSQL and variables host implementations.
 //! * [`runtime`]: the engine, compiled components, instances and the instance cap.
-//! * [`server`]: the HTTP/1.1 listener.
+//! * [`limits`]: the bounds on clients (connections, head and body time, body size).
+//! * [`server`]: the HTTP/1.1 and h2c listener: admits connections within the limits
+//!   and keeps accepting through descriptor exhaustion.
 
+pub mod limits;
 pub mod manifest;
 pub mod runtime;
 pub mod server;

@@ -6,6 +6,7 @@
 
 use anyhow::{Context, Result};
 use clap::Parser;
+use crm_events_host::limits::{self, ServerLimits};
 use crm_events_host::{Host, HostConfig};
 use std::path::PathBuf;
 
@@ -40,9 +41,60 @@ struct Args {
     /// Write /tmp/perf-<pid>.map so `perf report` names the components' functions.
     #[arg(long, env = "CRM_EVENTS_HOST_PERF_MAP", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     perf_map: bool,
+    /// Open connections in all; more get 503 (0: unlimited). Default: 10,000, or
+    /// fewer when the descriptor limit leaves room for fewer (a value given here is
+    /// kept, with a warning when it does not fit).
+    #[arg(long, env = "CRM_EVENTS_HOST_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Open connections from one address (an IPv6 /64 is one); more get 429 (0:
+    /// unlimited).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_CONNECTIONS_PER_ADDRESS, env = "CRM_EVENTS_HOST_MAX_CONNECTIONS_PER_ADDRESS")]
+    max_connections_per_address: usize,
+    /// Time a client has to send a request head, ms (slowloris).
+    #[arg(long, default_value_t = limits::DEFAULT_HEADER_TIMEOUT.as_millis() as u64, env = "CRM_EVENTS_HOST_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: u64,
+    /// Time a client has to send a request body, ms.
+    #[arg(long, default_value_t = crm_events_contracts::guard::BODY_READ_TIMEOUT_MS, env = "CRM_EVENTS_HOST_BODY_TIMEOUT_MS")]
+    body_timeout_ms: u64,
+    /// Stream request bodies into the components unbounded, as Spin does (the
+    /// components' own limits are then all there is; for tests).
+    #[arg(long, env = "CRM_EVENTS_HOST_SPIN_LIKE_BODIES", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
+    spin_like_bodies: bool,
     /// Directory for compiled components (reused across runs).
     #[arg(long, default_value = "target/crm-events-host-cache")]
     cache_dir: PathBuf,
+}
+
+/// Descriptors kept for what is not a client connection: compiled components, logs,
+/// the listener.
+const DESCRIPTOR_RESERVE: u64 = 64;
+
+/// Raises the descriptor limit to the hard limit, and picks the connection cap: the
+/// one asked for, else the default capped so that the connections, each instance's
+/// outbound connections (Redis and Postgres) and the reserve fit in the limit — past
+/// the cap a client gets a clear 503, not a failed accept.
+fn within_descriptors(asked: Option<usize>, instances: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(e) => {
+            tracing::warn!(error = %e, "the descriptor limit could not be read or raised");
+            return asked.unwrap_or(limits::DEFAULT_MAX_CONNECTIONS);
+        }
+    };
+    let room = limit.saturating_sub(DESCRIPTOR_RESERVE + 2 * instances as u64) as usize;
+    match asked {
+        None => limits::DEFAULT_MAX_CONNECTIONS.min(room.max(1)),
+        Some(n) => {
+            if n == 0 || n > room {
+                tracing::warn!(
+                    max_connections = n,
+                    descriptors = limit,
+                    "the connection cap does not fit in the descriptor limit: past {room} connections accepts will fail (and be retried) instead of answering 503"
+                );
+            }
+            n
+        }
+    }
 }
 
 fn parse_pair(s: &str) -> Result<(String, String), String> {
@@ -69,6 +121,13 @@ async fn main() -> Result<()> {
     config.perf_map = args.perf_map;
     config.shared_redis = args.shared_redis;
     config.variables = args.variables.into_iter().collect();
+    config.limits = ServerLimits {
+        max_connections: within_descriptors(args.max_connections, args.max_instances),
+        max_connections_per_address: args.max_connections_per_address,
+        header_timeout: std::time::Duration::from_millis(args.header_timeout_ms),
+        body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
+        spin_like: args.spin_like_bodies,
+    };
     let host = Host::load(config)
         .await
         .with_context(|| format!("loading {}", args.manifest.display()))?;

@@ -11,11 +11,14 @@
 //!   and `/.well-known/spin/info` answer as Spin's do;
 //! * every request carries Spin's `spin-*` headers ([`add_spin_headers`]).
 
+use crate::limits::{self, Connections, RequestBody, ServerLimits};
 use crate::manifest::{ComponentSpec, Manifest, Route};
 use crate::spin_apis::outbound_http::OutboundHttp;
 use crate::spin_apis::shared_redis::SharedRedis;
 use anyhow::{anyhow, Context, Result};
 use bytes::Bytes;
+use crm_events_contracts::http::Refusal;
+use crm_events_contracts::{config, guard};
 use http_body_util::{BodyExt, Full};
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -67,6 +70,8 @@ pub struct HostConfig {
     /// functions (profiling; the first host of a process decides, as the engine is
     /// shared).
     pub perf_map: bool,
+    /// The bounds on clients: connections, head and body time, body size.
+    pub limits: ServerLimits,
 }
 
 impl HostConfig {
@@ -81,6 +86,7 @@ impl HostConfig {
             tcp_nodelay: false,
             shared_redis: true,
             perf_map: false,
+            limits: ServerLimits::default(),
         }
     }
 
@@ -137,6 +143,8 @@ pub struct Host {
     redis_timeout: Option<Duration>,
     shared_redis: Option<Arc<SharedRedis>>,
     tcp_nodelay: bool,
+    limits: ServerLimits,
+    connections: Arc<Connections>,
 }
 
 /// The response type the host produces.
@@ -187,12 +195,24 @@ impl Host {
             redis_timeout: config.redis_timeout,
             shared_redis: config.shared_redis.then(SharedRedis::new),
             tcp_nodelay: config.tcp_nodelay,
+            limits: config.limits,
+            connections: Arc::default(),
         }))
     }
 
     /// Whether accepted sockets get `TCP_NODELAY` ([`HostConfig::tcp_nodelay`]).
     pub fn tcp_nodelay(&self) -> bool {
         self.tcp_nodelay
+    }
+
+    /// The bounds on clients.
+    pub fn limits(&self) -> &ServerLimits {
+        &self.limits
+    }
+
+    /// The open connections (the listener admits and counts them).
+    pub fn connections(&self) -> &Arc<Connections> {
+        &self.connections
     }
 
     /// Instances currently alive (requests in flight, open streams included).
@@ -204,7 +224,7 @@ impl Host {
     pub async fn handle<B>(&self, mut req: hyper::Request<B>, peer: SocketAddr) -> HostResponse
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
+        B::Error: Into<wasmtime_wasi_http::Error> + std::error::Error + Send + Sync + 'static,
     {
         let path = req.uri().path().to_string();
         if req.uri().authority().is_none() && !req.headers().contains_key(hyper::header::HOST) {
@@ -225,6 +245,12 @@ impl Host {
             return empty(404);
         };
         add_spin_headers(&mut req, peer, route);
+        // The body before the instance: a client that is slow to send it, or sends
+        // too much, never holds one.
+        let req = match self.bounded_body(req, &loaded.spec).await {
+            Ok(req) => req,
+            Err(refusal) => return refused(&refusal),
+        };
         let Ok(permit) = self.instances.clone().try_acquire_owned() else {
             tracing::warn!(path, max = self.max_instances, "instance limit reached");
             return empty(500);
@@ -236,6 +262,29 @@ impl Host {
                 empty(500)
             }
         }
+    }
+
+    /// The request with its body read within the route's limit and deadline, or
+    /// passed through as it streams when the host runs Spin-like.
+    async fn bounded_body<B>(
+        &self,
+        req: hyper::Request<B>,
+        spec: &ComponentSpec,
+    ) -> Result<hyper::Request<RequestBody>, Refusal>
+    where
+        B: hyper::body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<wasmtime_wasi_http::Error> + std::error::Error + Send + Sync + 'static,
+    {
+        if self.limits.spin_like {
+            return Ok(limits::streamed(req));
+        }
+        let publish_max = spec
+            .variables
+            .get(config::PUBLISH_MAX_BODY_BYTES)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(config::DEFAULT_PUBLISH_MAX_BODY_BYTES);
+        let limit = guard::body_limit(req.method().as_str(), req.uri().path(), publish_max);
+        limits::read_body(req, limit, self.limits.body_timeout).await
     }
 
     /// Spin's own paths: `health` answers `OK`, `info` the app's name and version.
@@ -255,16 +304,12 @@ impl Host {
         }
     }
 
-    async fn run<B>(
+    async fn run(
         &self,
         loaded: &Loaded,
-        req: hyper::Request<B>,
+        req: hyper::Request<RequestBody>,
         permit: tokio::sync::OwnedSemaphorePermit,
-    ) -> Result<HostResponse>
-    where
-        B: hyper::body::Body<Data = Bytes> + Send + 'static,
-        B::Error: Into<wasmtime_wasi_http::Error>,
-    {
+    ) -> Result<HostResponse> {
         let mut store = self.new_store(loaded);
         let (sender, receiver) = tokio::sync::oneshot::channel();
         let req = store
@@ -468,6 +513,18 @@ fn compile_cached(
     std::fs::rename(&tmp, &path)?;
     // SAFETY: as above; these are the bytes just produced by this engine.
     unsafe { Component::deserialize(engine, &compiled) }.map_err(|e| anyhow!("{e:?}"))
+}
+
+/// A refusal the host answers itself, as the components would (JSON body).
+fn refused(refusal: &Refusal) -> HostResponse {
+    let body = Full::new(Bytes::from(refusal.body()))
+        .map_err(|never| match never {})
+        .boxed_unsync();
+    let mut builder = hyper::Response::builder().status(refusal.status);
+    for (name, value) in refusal.headers() {
+        builder = builder.header(name, value);
+    }
+    builder.body(body).expect("a refusal's headers are valid")
 }
 
 /// A response with no body, as Spin sends its `404` and `500`.

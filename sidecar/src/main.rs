@@ -63,8 +63,9 @@ struct TokenArgs {
     /// Signing algorithm.
     #[arg(long, default_value = "EdDSA", value_parser = token::parse_algorithm)]
     alg: Algorithm,
-    /// `sub`: who the subscriber is.
-    #[arg(long, default_value = "operator")]
+    /// `sub`: who the subscriber is, one per person or system (the per-subject
+    /// stream limit counts by it, so tokens that share a `sub` share that limit).
+    #[arg(long, value_parser = parse_subject)]
     sub: String,
     /// A tenant it may see (repeatable); `*` for every tenant.
     #[arg(long = "tenant", required = true)]
@@ -256,6 +257,15 @@ fn write_private(path: &std::path::Path, pem: &str) -> Result<()> {
     Ok(())
 }
 
+/// A `sub` as the app accepts it: 1-255 bytes.
+fn parse_subject(s: &str) -> Result<String, String> {
+    let max = crm_events_contracts::auth::MAX_SUBJECT_BYTES;
+    if s.is_empty() || s.len() > max {
+        return Err(format!("the subject must be 1-{max} bytes"));
+    }
+    Ok(s.to_string())
+}
+
 fn mint(args: TokenArgs) -> Result<()> {
     let key =
         std::fs::read(&args.key).with_context(|| format!("reading {}", args.key.display()))?;
@@ -274,6 +284,11 @@ fn mint(args: TokenArgs) -> Result<()> {
         args.kid.as_deref(),
         &claims.to_json(token::now()),
     )?;
+    // The token alone on stdout (scripts capture it); who it is for on stderr.
+    eprintln!(
+        "token for sub={:?}, expires in {} s",
+        claims.subject, claims.ttl_seconds
+    );
     println!("{jwt}");
     Ok(())
 }

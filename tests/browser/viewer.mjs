@@ -71,6 +71,11 @@ try {
   await page.click("#pause");
   await page.waitForFunction((t) => document.querySelectorAll("#events li.event").length === t, n + m);
   check((await page.locator("#pending").textContent()) === "", "pending cleared on resume");
+  // The card whose Title is {"toString":1} shows it as JSON; the list went on past it.
+  const hostile = page.locator('#events li.event[data-json*="job-6"]');
+  check((await hostile.locator(".summary").textContent()) === 'job-6 · {"toString":1}', "a hostile field is shown as JSON");
+  check((await page.locator('#events li.event[data-json*="job-7"]').count()) === 1, "the card after it is there");
+  check(errors.length === 0, "no page errors from a hostile payload: " + errors.join(" | "));
 
   // The text filter hides and shows.
   await page.fill("#text", "tenant-globex");

@@ -2,7 +2,8 @@
 //! `chromium`, driven by `playwright-core` from `tests/browser/viewer.mjs`), with
 //! access control on: a bad token is refused, a good one signs in through the
 //! session cookie and the page shows who is signed in; events produced to Kafka
-//! appear (each card with its tenant, entity and local time), pause buffers, resume shows, the text filter hides and
+//! appear (each card with its tenant, entity and local time), pause buffers, resume shows
+//! (a payload built to break a card does not stop the list), the text filter hides and
 //! shows, the download is valid JSONL of the kept events, keyboard and phone width
 //! work, and the status follows the app going down and coming back.
 
@@ -120,9 +121,15 @@ fn viewer_page_in_headless_chromium() {
                 reply(batch.len().to_string());
             }
             "PAUSED" => {
-                for i in 5..8 {
-                    event(&kafka, i, "JobUpdated", "tenant-acme");
-                }
+                // The middle one is built to break a card: a field that is an
+                // object whose toString cannot be called.
+                event(&kafka, 5, "JobUpdated", "tenant-acme");
+                kafka.send(
+                    0,
+                    Some(b"JobUpdated"),
+                    Some(br#"{"Type":"JobUpdated","TenantId":"tenant-acme","JobId":"job-6","Title":{"toString":1}}"#),
+                );
+                event(&kafka, 7, "JobUpdated", "tenant-acme");
                 kafka.flush();
                 reply("3".into());
             }

@@ -62,3 +62,26 @@ pub fn auth_vars(algs: &[Algorithm]) -> Vec<(&'static str, String)> {
     }
     vars
 }
+
+/// `claims` under a header of the caller's making (e.g. with `crit`), signed with
+/// the EdDSA test key: for headers `crm-events-sidecar token` never writes.
+pub fn sign_with_header(header: &Value, claims: &Value) -> String {
+    use base64::Engine;
+    let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+    let message = format!("{}.{}", b64(header), b64(claims));
+    let key = jsonwebtoken::EncodingKey::from_ed_pem(keys(Algorithm::EdDSA).private_pem.as_bytes())
+        .expect("the test key");
+    let signature =
+        jsonwebtoken::crypto::sign(message.as_bytes(), &key, Algorithm::EdDSA).expect("signing");
+    format!("{message}.{signature}")
+}
+
+/// An EdDSA token of arbitrary claims (`sub`, `tenants` and times as given).
+pub fn sign_claims(claims: &Value) -> String {
+    sign(Algorithm::EdDSA, None, claims)
+}
+
+/// Seconds since the epoch, as the tokens count them.
+pub fn now() -> u64 {
+    token::now()
+}

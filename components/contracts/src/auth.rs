@@ -107,9 +107,16 @@ pub enum AuthError {
     /// `aud` does not name this service.
     #[error("the token's audience is not accepted")]
     WrongAudience,
-    /// A claim crm-events reads has the wrong type.
+    /// A claim crm-events reads has the wrong type or an out-of-range value.
     #[error("the token's claims are malformed")]
     BadClaims,
+    /// `sub` is missing or empty: every subscriber is someone (limits are per subject).
+    #[error("the token has no subject (sub)")]
+    NoSubject,
+    /// The header's `crit` names extensions this service does not implement
+    /// (RFC 7515 §4.1.11: such a token must be refused).
+    #[error("the token requires extensions this service does not understand (crit)")]
+    UnsupportedCritical,
 }
 
 impl AuthError {
@@ -154,7 +161,7 @@ pub struct Scope {
 /// A verified subscriber.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// `sub` (empty when the token has none).
+    /// `sub` (required in a token; empty only for [`Identity::anonymous`]).
     pub subject: String,
     /// What it may see.
     pub scope: Scope,
@@ -318,6 +325,7 @@ impl Verifier {
     /// Verifies `token` at `now` (seconds since the epoch) and reads its identity.
     pub fn verify(&self, token: &str, now: u64) -> Result<Identity, AuthError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| AuthError::Malformed)?;
+        refuse_critical_extensions(token)?;
         if !self.algorithms.contains(&header.alg) {
             return Err(AuthError::AlgorithmNotAllowed);
         }
@@ -366,51 +374,177 @@ impl Verifier {
         v
     }
 
-    /// The identity in verified claims; `iat` in the future is refused too.
+    /// The identity in verified claims, read strictly ([`read_claims`]); `iat` in the
+    /// future is refused too.
     fn identity(&self, claims: Value, now: u64) -> Result<Identity, AuthError> {
-        let seconds = |name: &str| claims.get(name).and_then(Value::as_u64);
-        if seconds("iat").is_some_and(|iat| iat > now + self.leeway) {
+        let names = ClaimNames {
+            tenants: &self.tenants_claim,
+            types: &self.types_claim,
+            permissions: &self.permissions_claim,
+        };
+        let identity = read_claims(&claims, &names)?;
+        let times = Times::read(&claims)?;
+        if times
+            .iat
+            .is_some_and(|iat| iat > now.saturating_add(self.leeway))
+        {
             return Err(AuthError::NotYetValid);
         }
-        let list = |name: &str| -> Result<Option<BTreeSet<String>>, AuthError> {
-            claims.get(name).map(string_list).transpose()
-        };
-        let tenants = match list(&self.tenants_claim)? {
-            Some(t) if t.contains(ALL_TENANTS) => Tenants::All,
-            Some(t) => Tenants::Only(t),
-            None => Tenants::Only(BTreeSet::new()),
-        };
-        Ok(Identity {
-            subject: claims
-                .get("sub")
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string(),
-            scope: Scope {
-                tenants,
-                types: list(&self.types_claim)?,
-            },
-            expires_at: seconds("exp"),
-            permissions: list(&self.permissions_claim)?.unwrap_or_default(),
+        if times
+            .nbf
+            .is_some_and(|nbf| nbf > now.saturating_add(self.leeway))
+        {
+            return Err(AuthError::NotYetValid);
+        }
+        match identity.expires_at {
+            None => Err(AuthError::NoExpiry),
+            Some(exp) if exp.saturating_add(self.leeway) <= now => Err(AuthError::Expired),
+            Some(_) => Ok(identity),
+        }
+    }
+}
+
+/// The names of the claims that carry a subscriber's scope (configurable, as
+/// identity providers name them differently).
+pub struct ClaimNames<'a> {
+    /// The tenants claim ([`DEFAULT_TENANTS_CLAIM`]).
+    pub tenants: &'a str,
+    /// The event types claim ([`DEFAULT_TYPES_CLAIM`]).
+    pub types: &'a str,
+    /// The permissions claim ([`DEFAULT_PERMISSIONS_CLAIM`]).
+    pub permissions: &'a str,
+}
+
+impl Default for ClaimNames<'static> {
+    fn default() -> Self {
+        Self {
+            tenants: DEFAULT_TENANTS_CLAIM,
+            types: DEFAULT_TYPES_CLAIM,
+            permissions: DEFAULT_PERMISSIONS_CLAIM,
+        }
+    }
+}
+
+/// The latest NumericDate crm-events accepts: 9999-12-31T23:59:59Z. Later values are
+/// refused rather than clamped, so no arithmetic on a time can overflow.
+pub const MAX_NUMERIC_DATE: u64 = 253_402_300_799;
+
+/// The longest `sub` accepted, bytes (it names Redis keys of the per-subject limit).
+pub const MAX_SUBJECT_BYTES: usize = 255;
+
+/// The time claims, as whole seconds.
+struct Times {
+    iat: Option<u64>,
+    nbf: Option<u64>,
+}
+
+impl Times {
+    /// `iat` rounded down and `nbf` rounded up: a fraction never makes a token valid
+    /// earlier than it says.
+    fn read(claims: &Value) -> Result<Self, AuthError> {
+        Ok(Self {
+            iat: numeric_date(claims.get("iat"), f64::floor)?,
+            nbf: numeric_date(claims.get("nbf"), f64::ceil)?,
         })
     }
 }
 
-/// A claim holding a list: a JSON array of strings, or one string of
-/// comma/space-separated items (as some identity providers emit them).
-fn string_list(v: &Value) -> Result<BTreeSet<String>, AuthError> {
-    match v {
-        Value::String(s) => Ok(s
-            .split([',', ' '])
-            .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .collect()),
-        Value::Array(items) => items
-            .iter()
-            .map(|i| i.as_str().map(str::to_string).ok_or(AuthError::BadClaims))
-            .collect(),
-        _ => Err(AuthError::BadClaims),
+/// A NumericDate claim (RFC 7519 §2: seconds since the epoch, a JSON number that
+/// may have a fraction), rounded by `round` to whole seconds. Anything else — a
+/// string, a negative or non-finite number, a time after [`MAX_NUMERIC_DATE`] — is
+/// [`AuthError::BadClaims`]; a missing claim is `None`.
+pub fn numeric_date(
+    value: Option<&Value>,
+    round: fn(f64) -> f64,
+) -> Result<Option<u64>, AuthError> {
+    let Some(value) = value else {
+        return Ok(None);
+    };
+    let Value::Number(n) = value else {
+        return Err(AuthError::BadClaims);
+    };
+    let seconds = match n.as_u64() {
+        Some(whole) => whole,
+        None => {
+            let f = n.as_f64().ok_or(AuthError::BadClaims)?;
+            if !f.is_finite() || f < 0.0 || f > MAX_NUMERIC_DATE as f64 {
+                return Err(AuthError::BadClaims);
+            }
+            round(f) as u64
+        }
+    };
+    if seconds > MAX_NUMERIC_DATE {
+        return Err(AuthError::BadClaims);
     }
+    Ok(Some(seconds))
+}
+
+/// Reads an identity from a token's claims, strictly, as the RFCs type them:
+///
+/// * `sub` is required, a non-empty string of at most [`MAX_SUBJECT_BYTES`];
+/// * `exp` is a NumericDate, its fraction dropped (a token never lives longer than
+///   it says);
+/// * the tenants, types and permissions claims are JSON arrays of non-empty
+///   strings — never a string to split, so no separator can smuggle in an item;
+/// * `*` grants every tenant only as the one item of the tenants list: a list that
+///   holds it beside a tenant is malformed, not "all".
+///
+/// Signatures and times are checked elsewhere; this only reads.
+pub fn read_claims(claims: &Value, names: &ClaimNames) -> Result<Identity, AuthError> {
+    let subject = match claims.get("sub") {
+        None => return Err(AuthError::NoSubject),
+        Some(Value::String(s)) if s.is_empty() => return Err(AuthError::NoSubject),
+        Some(Value::String(s)) if s.len() <= MAX_SUBJECT_BYTES => s.clone(),
+        Some(_) => return Err(AuthError::BadClaims),
+    };
+    let list = |name: &str| claims.get(name).map(string_list).transpose();
+    let tenants = match list(names.tenants)? {
+        None => Tenants::Only(BTreeSet::new()),
+        Some(t) if t.contains(ALL_TENANTS) && t.len() == 1 => Tenants::All,
+        Some(t) if t.contains(ALL_TENANTS) => return Err(AuthError::BadClaims),
+        Some(t) => Tenants::Only(t),
+    };
+    Ok(Identity {
+        subject,
+        scope: Scope {
+            tenants,
+            types: list(names.types)?,
+        },
+        expires_at: numeric_date(claims.get("exp"), f64::floor)?,
+        permissions: list(names.permissions)?.unwrap_or_default(),
+    })
+}
+
+/// A list claim: a JSON array of non-empty strings (duplicates collapse).
+fn string_list(v: &Value) -> Result<BTreeSet<String>, AuthError> {
+    let Value::Array(items) = v else {
+        return Err(AuthError::BadClaims);
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            Value::String(s) if !s.is_empty() => Ok(s.clone()),
+            _ => Err(AuthError::BadClaims),
+        })
+        .collect()
+}
+
+/// Refuses a token whose header carries `crit`: RFC 7515 §4.1.11 requires refusing
+/// a JWS whose critical extensions the recipient does not understand, and
+/// crm-events implements none. (`jsonwebtoken`'s header type drops the parameter,
+/// so the header is read again as plain JSON.)
+fn refuse_critical_extensions(token: &str) -> Result<(), AuthError> {
+    use base64::Engine;
+    let encoded = token.split('.').next().unwrap_or("");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(encoded)
+        .map_err(|_| AuthError::Malformed)?;
+    let header: serde_json::Map<String, Value> =
+        serde_json::from_slice(&bytes).map_err(|_| AuthError::Malformed)?;
+    if header.contains_key("crit") {
+        return Err(AuthError::UnsupportedCritical);
+    }
+    Ok(())
 }
 
 fn map_error(kind: &ErrorKind) -> AuthError {
@@ -674,14 +808,138 @@ mod tests {
         assert!(expired.contains(r#"error_description="the token has expired""#));
     }
 
+    fn read(claims: Value) -> Result<Identity, AuthError> {
+        read_claims(&claims, &ClaimNames::default())
+    }
+
     #[test]
-    fn list_claims_accept_arrays_and_separated_strings() {
-        let set = string_list(&serde_json::json!(["a", "b"])).unwrap();
-        assert_eq!(set.len(), 2);
-        assert_eq!(string_list(&serde_json::json!("a, b c")).unwrap().len(), 3);
+    fn list_claims_are_json_arrays_of_strings_only() {
+        let base = |tenants: Value| serde_json::json!({"sub": "u", "exp": 1, "tenants": tenants});
+        let only = |names: &[&str]| Tenants::Only(names.iter().map(|s| s.to_string()).collect());
         assert_eq!(
-            string_list(&serde_json::json!([1])),
-            Err(AuthError::BadClaims)
+            read(base(serde_json::json!(["a", "b"])))
+                .unwrap()
+                .scope
+                .tenants,
+            only(&["a", "b"])
+        );
+        // A string is never split: "<tenant>,*" must not read as a grant of "*".
+        for bad in [
+            serde_json::json!("a,*"),
+            serde_json::json!("a b"),
+            serde_json::json!([1]),
+            serde_json::json!([""]),
+            serde_json::json!({"a": true}),
+        ] {
+            assert_eq!(
+                read(base(bad.clone())).err(),
+                Some(AuthError::BadClaims),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            read(serde_json::json!({"sub": "u", "exp": 1, "types": "JobCreated"})).err(),
+            Some(AuthError::BadClaims)
+        );
+    }
+
+    #[test]
+    fn the_all_tenants_grant_is_only_a_lone_star() {
+        let tenants =
+            |list: Value| read(serde_json::json!({"sub": "u", "exp": 1, "tenants": list}));
+        assert_eq!(
+            tenants(serde_json::json!(["*"])).unwrap().scope.tenants,
+            Tenants::All
+        );
+        assert_eq!(
+            tenants(serde_json::json!(["a", "*"])).err(),
+            Some(AuthError::BadClaims)
+        );
+        assert_eq!(
+            tenants(serde_json::json!(["*", "*"]))
+                .unwrap()
+                .scope
+                .tenants,
+            Tenants::All
+        );
+    }
+
+    #[test]
+    fn the_subject_is_required_and_a_string() {
+        assert_eq!(
+            read(serde_json::json!({"exp": 1})).err(),
+            Some(AuthError::NoSubject)
+        );
+        assert_eq!(
+            read(serde_json::json!({"sub": "", "exp": 1})).err(),
+            Some(AuthError::NoSubject)
+        );
+        assert_eq!(
+            read(serde_json::json!({"sub": 7, "exp": 1})).err(),
+            Some(AuthError::BadClaims)
+        );
+        let long = "x".repeat(MAX_SUBJECT_BYTES + 1);
+        assert_eq!(
+            read(serde_json::json!({"sub": long, "exp": 1})).err(),
+            Some(AuthError::BadClaims)
+        );
+        assert_eq!(
+            read(serde_json::json!({"sub": "ann", "exp": 1}))
+                .unwrap()
+                .subject,
+            "ann"
+        );
+    }
+
+    #[test]
+    fn numeric_dates_follow_rfc_7519() {
+        let exp = |v: Value| read(serde_json::json!({"sub": "u", "exp": v})).map(|i| i.expires_at);
+        assert_eq!(exp(serde_json::json!(100)), Ok(Some(100)));
+        // A fraction is allowed and rounded down for exp (never a longer life).
+        assert_eq!(exp(serde_json::json!(100.9)), Ok(Some(100)));
+        assert_eq!(exp(serde_json::json!(1e3)), Ok(Some(1000)));
+        for bad in [
+            serde_json::json!(u64::MAX),
+            serde_json::json!(MAX_NUMERIC_DATE + 1),
+            serde_json::json!(1e300),
+            serde_json::json!(-1),
+            serde_json::json!(-0.5),
+            serde_json::json!("100"),
+            serde_json::json!(null),
+        ] {
+            assert_eq!(exp(bad.clone()), Err(AuthError::BadClaims), "{bad}");
+        }
+        assert_eq!(
+            exp(serde_json::json!(MAX_NUMERIC_DATE)),
+            Ok(Some(MAX_NUMERIC_DATE))
+        );
+        // nbf rounds up: a fraction never makes a token valid earlier.
+        assert_eq!(
+            numeric_date(Some(&serde_json::json!(5.1)), f64::ceil),
+            Ok(Some(6))
+        );
+    }
+
+    #[test]
+    fn a_critical_header_extension_is_refused() {
+        use base64::Engine;
+        let enc = |v: Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string().as_bytes())
+        };
+        let token = |h: Value| format!("{}.{}.sig", enc(h), enc(serde_json::json!({})));
+        assert_eq!(
+            refuse_critical_extensions(&token(
+                serde_json::json!({"alg": "EdDSA", "crit": ["exp"], "exp": 1})
+            )),
+            Err(AuthError::UnsupportedCritical)
+        );
+        assert_eq!(
+            refuse_critical_extensions(&token(serde_json::json!({"alg": "EdDSA"}))),
+            Ok(())
+        );
+        assert_eq!(
+            refuse_critical_extensions("!!.x.y"),
+            Err(AuthError::Malformed)
         );
     }
 

@@ -243,14 +243,19 @@ impl SseConfig {
                 per_address: number(vars, MAX_STREAMS_PER_ADDRESS, 100, 0, 1_000_000)?,
                 connects_per_minute: number(vars, MAX_CONNECTS_PER_MINUTE, 600, 0, 1_000_000)?,
             },
-            trusted_proxies: text(vars, TRUSTED_PROXIES, "")
-                .split(',')
-                .map(str::trim)
-                .filter(|p| !p.is_empty())
-                .map(str::to_string)
-                .collect(),
+            trusted_proxies: trusted_proxies(vars),
         })
     }
+}
+
+/// [`TRUSTED_PROXIES`]: the proxies whose `X-Forwarded-For` is believed.
+pub fn trusted_proxies(vars: &impl Variables) -> Vec<String> {
+    text(vars, TRUSTED_PROXIES, "")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// The publish endpoint's settings.

@@ -19,9 +19,23 @@ pub mod routes {
     pub const SESSION: &str = "/crm-events/session";
     /// The live viewer page.
     pub const VIEWER: &str = "/ops/crm-events";
+    /// The viewer's script (a file of its own: the page allows no inline script).
+    pub const VIEWER_SCRIPT: &str = "/ops/crm-events/viewer.js";
+    /// The viewer's style.
+    pub const VIEWER_STYLE: &str = "/ops/crm-events/viewer.css";
 
     /// Every route above.
-    pub const ALL: &[&str] = &[INFO, HEALTHZ, READYZ, METRICS, EVENTS, SESSION, VIEWER];
+    pub const ALL: &[&str] = &[
+        INFO,
+        HEALTHZ,
+        READYZ,
+        METRICS,
+        EVENTS,
+        SESSION,
+        VIEWER,
+        VIEWER_SCRIPT,
+        VIEWER_STYLE,
+    ];
 }
 
 /// `Content-Type` of JSON bodies.

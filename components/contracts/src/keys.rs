@@ -116,6 +116,11 @@ impl Keys {
         self.key(&format!("sse:connects:{address}"))
     }
 
+    /// Counter of one address's failed authentications in the current window.
+    pub fn auth_failures(&self, address: &str) -> String {
+        self.key(&format!("auth:failures:{address}"))
+    }
+
     /// Counter that hands out lease ids.
     pub fn sse_lease_seq(&self) -> String {
         self.key("sse:lease-seq")

@@ -15,6 +15,8 @@
 //! * [`request`]: the SSE request (query, resume position, filters) and its errors.
 //! * [`resume`]: where a stream starts, and when to report a `gap`.
 //! * [`http`]: routes, JSON error bodies and CORS decisions shared by the components.
+//! * [`guard`]: body limits, body deadlines and the failed-authentication limit
+//!   (hostile clients), applied alike by the host and the components.
 //! * [`metrics`]: the Prometheus exposition the `/metrics` route renders.
 //! * [`outbox`]: what an outbox row becomes in Kafka (value, key, the outbox-id
 //!   header) and the publisher's defaults.
@@ -29,6 +31,7 @@ pub mod auth;
 pub mod config;
 pub mod demo;
 pub mod envelope;
+pub mod guard;
 pub mod http;
 pub mod keys;
 pub mod metrics;

@@ -89,6 +89,12 @@ impl Publish {
         let payload = fields
             .get("payload")
             .ok_or_else(|| bad("payload", "payload is required"))?;
+        if holds_nul(payload) {
+            return Err(bad(
+                "payload",
+                "payload must not contain U+0000 (\\u0000) in a string or a key: the outbox stores JSON as PostgreSQL jsonb, which cannot hold it",
+            ));
+        }
         let occurred_at =
             match fields.get("occurred_at") {
                 None | Some(Value::Null) => None,
@@ -118,6 +124,16 @@ impl Publish {
             Some(self.fingerprint.clone()),
             Some(crate::outbox::IDEMPOTENCY_TTL_SECONDS.to_string()),
         ]
+    }
+}
+
+/// Whether any string or object key in `v` holds U+0000.
+fn holds_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(holds_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || holds_nul(v)),
+        _ => false,
     }
 }
 
@@ -387,16 +403,32 @@ impl Answer {
     }
 }
 
-/// Whether `identity` may publish `request`: the `publish` permission, and the
-/// request's tenant inside its scope (`403` otherwise).
-pub fn authorise(identity: &crate::auth::Identity, request: &Publish) -> Result<(), Refusal> {
-    if !identity.permissions.contains(PUBLISH_PERMISSION) {
-        return Err(Refusal::forbidden(format!(
-            "the token lacks the {PUBLISH_PERMISSION:?} permission"
-        )));
+/// `403` unless `identity` holds the `publish` permission. Checked before the body
+/// is read: a token that may not publish gets no work done for its body.
+pub fn may_publish(identity: &crate::auth::Identity) -> Result<(), Refusal> {
+    if identity.permissions.contains(PUBLISH_PERMISSION) {
+        return Ok(());
     }
+    Err(Refusal::forbidden(format!(
+        "the token lacks the {PUBLISH_PERMISSION:?} permission"
+    )))
+}
+
+/// `403` unless the request lies inside the token's scope: its tenant, and its
+/// type when the token names types (a token scoped to some types publishes only
+/// those).
+pub fn authorise(identity: &crate::auth::Identity, request: &Publish) -> Result<(), Refusal> {
+    may_publish(identity)?;
     if !identity.has_tenant(&request.tenant_id) {
         return Err(Refusal::forbidden("the token does not grant this tenant"));
+    }
+    if let Some(types) = &identity.scope.types {
+        if !types.contains(&request.event_type) {
+            return Err(
+                Refusal::forbidden("the token does not grant this event type")
+                    .with("type", request.event_type.clone()),
+            );
+        }
     }
     Ok(())
 }
@@ -552,5 +584,35 @@ mod tests {
             status(answer(true, None, None).outcome(&req, "/crm-events")),
             0
         );
+    }
+
+    #[test]
+    fn a_nul_anywhere_in_the_payload_is_a_400_naming_the_payload() {
+        for payload in [r#""a\u0000b""#, r#"{"k\u0000":1}"#, r#"[[{"x":"\u0000"}]]"#] {
+            let e = Publish::parse(&body(payload)).unwrap_err();
+            assert_eq!((e.status, e.code), (400, "bad_request"), "{payload}");
+            assert!(e.body().contains(r#""field":"payload""#), "{}", e.body());
+        }
+        assert!(Publish::parse(&body(r#""a\u0001b""#)).is_ok());
+    }
+
+    #[test]
+    fn a_types_scope_limits_what_a_token_publishes() {
+        use crate::auth::{Identity, Scope, Tenants};
+        let req = Publish::parse(&body("{}")).unwrap();
+        let identity = |types: Option<&[&str]>, permissions: &[&str]| Identity {
+            subject: "p".into(),
+            scope: Scope {
+                tenants: Tenants::All,
+                types: types.map(|t| t.iter().map(|s| s.to_string()).collect()),
+            },
+            expires_at: Some(1),
+            permissions: permissions.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(authorise(&identity(None, &["publish"]), &req).is_ok());
+        assert!(authorise(&identity(Some(&["JobCreated"]), &["publish"]), &req).is_ok());
+        let e = authorise(&identity(Some(&["ContactUpdated"]), &["publish"]), &req).unwrap_err();
+        assert_eq!(e.status, 403);
+        assert_eq!(may_publish(&identity(None, &[])).unwrap_err().status, 403);
     }
 }

@@ -4,11 +4,17 @@
 //! does not). Handlers stay thin: they read variables, talk to Redis and build
 //! responses through these helpers, and make every decision in the other modules.
 
+use crate::auth::AuthError;
 use crate::config::{CommonConfig, Variables};
+use crate::guard::{
+    AuthFailureLimit, AUTH_FAILURE_WINDOW_MS, COUNT_AUTH_FAILURE, READ_AUTH_FAILURES,
+};
 use crate::http::Refusal;
 use crate::keys::Keys;
 use crate::reply::Reply;
-use spin_sdk::http::{Fields, Method, OutgoingResponse, Request, Response, ResponseOutparam};
+use spin_sdk::http::{
+    Fields, IncomingRequest, Method, OutgoingResponse, Response, ResponseOutparam,
+};
 use spin_sdk::redis::{Connection, RedisParameter, RedisResult};
 
 /// Spin application variables (`spin_sdk::variables`).
@@ -126,6 +132,60 @@ impl Redis {
     }
 }
 
+/// The failed-authentication limit of one client address ([`crate::guard`]), around
+/// one authentication attempt.
+pub struct AuthGuard<'a> {
+    /// Where the counter lives (`None`: Redis is away, and the limit cannot be kept;
+    /// the token is still verified).
+    pub redis: Option<&'a Redis>,
+    /// The key names.
+    pub keys: &'a Keys,
+    /// The client address.
+    pub address: &'a str,
+    /// The limit.
+    pub limit: AuthFailureLimit,
+}
+
+impl AuthGuard<'_> {
+    /// Runs `attempt` unless the address has used up its failures (`429`, and the
+    /// token is not even verified); a failure of any kind but a missing token is
+    /// counted, and answered `401`.
+    pub fn authenticate<T>(
+        &self,
+        attempt: impl FnOnce() -> Result<T, AuthError>,
+    ) -> Result<T, Refusal> {
+        if let Some(refusal) = self.refusal() {
+            return Err(refusal);
+        }
+        attempt().map_err(|e| {
+            if e != AuthError::Missing {
+                self.count_failure();
+            }
+            Refusal::unauthorized(&e)
+        })
+    }
+
+    /// The `429` when the address is over its limit (best effort: `None` when Redis
+    /// does not answer).
+    fn refusal(&self) -> Option<Refusal> {
+        let redis = self.redis.filter(|_| self.limit.per_minute > 0)?;
+        let key = self.keys.auth_failures(self.address);
+        let reply = redis.run("EVAL", &[READ_AUTH_FAILURES, "1", &key]).ok()?;
+        let int = |i: usize| reply.get(i).and_then(Reply::as_int).unwrap_or(0).max(0) as u64;
+        self.limit.refuse(int(0), int(1))
+    }
+
+    /// Counts one failure (best effort).
+    fn count_failure(&self) {
+        let Some(redis) = self.redis.filter(|_| self.limit.per_minute > 0) else {
+            return;
+        };
+        let key = self.keys.auth_failures(self.address);
+        let window = AUTH_FAILURE_WINDOW_MS.to_string();
+        let _ = redis.run("EVAL", &[COUNT_AUTH_FAILURE, "1", &key, &window]);
+    }
+}
+
 /// A Postgres failure, by what it means for the answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PostgresError {
@@ -137,6 +197,10 @@ pub enum PostgresError {
     /// the migrations.
     #[error("postgres: the outbox tables are missing or not migrated (run `crm-events-outbox migrate`): {0}")]
     Schema(String),
+    /// The database refused a value of the request (SQLSTATE class 22, a data
+    /// exception, such as text it cannot store): `400`, the client's to fix.
+    #[error("the database cannot store a value of this request (SQLSTATE {0})")]
+    Data(String),
     /// Any other failure of the statement: `503`.
     #[error("postgres: the statement failed: {0}")]
     Query(String),
@@ -147,6 +211,7 @@ impl PostgresError {
     pub fn refusal(&self) -> Refusal {
         match self {
             PostgresError::Schema(_) => Refusal::new(500, "configuration", self.to_string()),
+            PostgresError::Data(_) => Refusal::new(400, "bad_request", self.to_string()),
             _ => Refusal::new(503, "postgres_unavailable", self.to_string()).retry_after(5),
         }
     }
@@ -160,6 +225,9 @@ fn pg_error(e: spin_sdk::pg4::PgError) -> PostgresError {
             if ["42P01", "42703"].contains(&db.code.as_str()) =>
         {
             PostgresError::Schema(db.message)
+        }
+        PgError::QueryFailed(QueryError::DbError(db)) if db.code.starts_with("22") => {
+            PostgresError::Data(db.code)
         }
         PgError::QueryFailed(QueryError::DbError(db)) => {
             PostgresError::Query(format!("{} ({})", db.message, db.code))
@@ -228,9 +296,57 @@ pub fn count_request(config: &CommonConfig, method: &Method, path: &str) -> Resu
     Redis::open(&config.redis_address)?.count_request(&config.keys, method, path)
 }
 
+/// What a handler reads of a request: its method, path, query and headers — never
+/// its body. Components take an [`IncomingRequest`] (not the SDK's `Request`, which
+/// reads the whole body before the handler runs), so a client that announces a
+/// body and never sends it holds no instance of a route that takes none.
+pub struct Head {
+    /// The method.
+    pub method: Method,
+    /// The path, without the query.
+    pub path: String,
+    /// The query, without the `?` (empty when there is none).
+    pub query: String,
+    headers: Fields,
+}
+
+impl Head {
+    /// The head of `req`; its body stays unread.
+    pub fn of(req: &IncomingRequest) -> Self {
+        let path_with_query = req.path_with_query().unwrap_or_default();
+        let (path, query) = path_with_query
+            .split_once('?')
+            .unwrap_or((path_with_query.as_str(), ""));
+        Self {
+            method: req.method(),
+            path: path.to_string(),
+            query: query.to_string(),
+            headers: req.headers(),
+        }
+    }
+
+    /// The first value of header `name`, as text (invalid UTF-8 replaced).
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .first()
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    }
+
+    /// The client's address (`spin-client-addr`, or `X-Forwarded-For` behind a
+    /// trusted proxy), for per-address limits.
+    pub fn client_address(&self, trusted_proxies: &[String]) -> String {
+        crate::http::client_address(
+            self.header("spin-client-addr").as_deref(),
+            self.header("x-forwarded-for").as_deref(),
+            trusted_proxies,
+        )
+    }
+}
+
 /// The 405 answer for anything but `GET`/`HEAD`, or `None` when the method is fine.
-pub fn reject_unless_get(req: &Request) -> Option<Response> {
-    if matches!(req.method(), Method::Get | Method::Head) {
+pub fn reject_unless_get(method: &Method) -> Option<Response> {
+    if matches!(method, Method::Get | Method::Head) {
         return None;
     }
     let mut r = refusal_response(&Refusal::new(405, "method_not_allowed", "use GET"));

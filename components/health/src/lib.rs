@@ -11,24 +11,26 @@ use crm_events_contracts::auth::{Mode, Verifier};
 use crm_events_contracts::config::CommonConfig;
 use crm_events_contracts::http::routes;
 use crm_events_contracts::spin_glue::{
-    json_response, reject_unless_get, Redis, RedisError, SpinVariables,
+    json_response, reject_unless_get, Head, Redis, RedisError, SpinVariables,
 };
 use serde_json::{json, Map, Value};
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
 
 #[http_component]
-fn handle(req: Request) -> Response {
-    if req.path() == routes::HEALTHZ {
-        return reject_unless_get(&req)
+fn handle(req: IncomingRequest) -> Response {
+    // The head only: neither route takes a body, so none is read.
+    let req = Head::of(&req);
+    if req.path == routes::HEALTHZ {
+        return reject_unless_get(&req.method)
             .unwrap_or_else(|| json_response(200, json!({"ok": true}).to_string()));
     }
     let config = CommonConfig::load(&SpinVariables);
     let redis = Redis::open(&config.redis_address);
     if let Ok(r) = &redis {
-        let _ = r.count_request(&config.keys, req.method(), routes::READYZ);
+        let _ = r.count_request(&config.keys, &req.method, routes::READYZ);
     }
-    reject_unless_get(&req).unwrap_or_else(|| readiness(&config, redis))
+    reject_unless_get(&req.method).unwrap_or_else(|| readiness(&config, redis))
 }
 
 fn readiness(config: &CommonConfig, redis: Result<Redis, RedisError>) -> Response {

@@ -6,23 +6,25 @@
 use crm_events_contracts::config::CommonConfig;
 use crm_events_contracts::http::{routes, Refusal};
 use crm_events_contracts::spin_glue::{
-    count_request, json_response, refusal_response, reject_unless_get, SpinVariables,
+    count_request, json_response, refusal_response, reject_unless_get, Head, SpinVariables,
 };
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
 
 #[http_component]
-fn handle(req: Request) -> Response {
+fn handle(req: IncomingRequest) -> Response {
+    // The head only: no route here takes a body, so none is read.
+    let req = Head::of(&req);
     let config = CommonConfig::load(&SpinVariables);
-    let path = req.path().to_string();
-    let redis = count_request(&config, req.method(), &path);
+    let path = req.path.clone();
+    let redis = count_request(&config, &req.method, &path);
     if path != routes::INFO {
         let refusal = Refusal::new(404, "not_found", "no such route")
             .with("path", path)
             .with("routes", routes::ALL);
         return refusal_response(&refusal);
     }
-    if let Some(r) = reject_unless_get(&req) {
+    if let Some(r) = reject_unless_get(&req.method) {
         return r;
     }
     // "ready" is a claim about Redis too: the count is the probe.

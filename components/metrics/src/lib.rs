@@ -5,35 +5,34 @@
 //! increment, and the headline numbers the sidecar mirrors. This component reads
 //! them and renders them with `crm_events_contracts::metrics`.
 
-use crm_events_contracts::auth::bearer_matches;
+use crm_events_contracts::auth::{bearer_matches, AuthError};
 use crm_events_contracts::config::{SseConfig, Variables, METRICS_TOKEN};
+use crm_events_contracts::guard::AuthFailureLimit;
 use crm_events_contracts::http::{routes, Refusal, PROMETHEUS_TEXT};
 use crm_events_contracts::metrics::{render, Snapshot};
 use crm_events_contracts::reply::Reply;
 use crm_events_contracts::spin_glue::{
-    refusal_response, reject_unless_get, Redis, RedisError, SpinVariables,
+    refusal_response, reject_unless_get, AuthGuard, Head, Redis, RedisError, SpinVariables,
 };
-use spin_sdk::http::{Request, Response};
+use spin_sdk::http::{IncomingRequest, Response};
 use spin_sdk::http_component;
 
 #[http_component]
-fn handle(req: Request) -> Response {
+fn handle(req: IncomingRequest) -> Response {
+    // The head only: a scrape has no body, so none is read.
+    let req = Head::of(&req);
     let config = match SseConfig::load(&SpinVariables) {
         Ok(c) => c,
         Err(e) => return refusal_response(&Refusal::new(500, "configuration", e.to_string())),
     };
     let redis = Redis::open(&config.common.redis_address);
     if let Ok(r) = &redis {
-        let _ = r.count_request(&config.common.keys, req.method(), routes::METRICS);
+        let _ = r.count_request(&config.common.keys, &req.method, routes::METRICS);
     }
-    if let Some(r) = reject_unless_get(&req) {
+    if let Some(r) = reject_unless_get(&req.method) {
         return r;
     }
-    let token = SpinVariables.get(METRICS_TOKEN).unwrap_or_default();
-    let authorization = req.header("authorization").and_then(|v| v.as_str());
-    if !token.is_empty() && !bearer_matches(authorization, &token) {
-        let refusal = Refusal::new(401, "unauthorized", "this /metrics needs its scrape token")
-            .header("www-authenticate", r#"Bearer realm="crm-events-metrics""#);
+    if let Err(refusal) = check_scrape_token(&req, redis.as_ref().ok(), &config) {
         return refusal_response(&refusal);
     }
     match redis.and_then(|r| snapshot(&r, &config)) {
@@ -45,6 +44,38 @@ fn handle(req: Request) -> Response {
             .build(),
         Err(e) => refusal_response(&Refusal::redis_unavailable(e)),
     }
+}
+
+/// `401` unless the scrape token is unset or presented; wrong tokens count toward the
+/// address's failed-authentication limit (`429` past it).
+fn check_scrape_token(
+    req: &Head,
+    redis: Option<&Redis>,
+    config: &SseConfig,
+) -> Result<(), Refusal> {
+    let token = SpinVariables.get(METRICS_TOKEN).unwrap_or_default();
+    if token.is_empty() {
+        return Ok(());
+    }
+    let limit = AuthFailureLimit::load(&SpinVariables).map_err(|e| Refusal::configuration(&e))?;
+    let address = req.client_address(&config.trusted_proxies);
+    let guard = AuthGuard {
+        redis,
+        keys: &config.common.keys,
+        address: &address,
+        limit,
+    };
+    let authorization = req.header("authorization");
+    let outcome = guard.authenticate(|| match authorization.as_deref() {
+        None => Err(AuthError::Missing),
+        Some(a) if bearer_matches(Some(a), &token) => Ok(()),
+        Some(_) => Err(AuthError::BadSignature),
+    });
+    outcome.map_err(|refusal| match refusal.status {
+        401 => Refusal::new(401, "unauthorized", "this /metrics needs its scrape token")
+            .header("www-authenticate", r#"Bearer realm="crm-events-metrics""#),
+        _ => refusal,
+    })
 }
 
 fn snapshot(redis: &Redis, config: &SseConfig) -> Result<Snapshot, RedisError> {

@@ -1,5 +1,6 @@
-//! Sends with a deadline: a client that stops reading must not hold its stream (an
-//! instance, a Redis connection, a lease) for ever.
+//! Deadlines: a client that stops reading must not hold its stream (an instance, a
+//! Redis connection, a lease) for ever, and one that stops sending a body must not
+//! hold a publish request ([`within`]).
 //!
 //! A write waits only while the host's buffers and the socket's are full, which is
 //! the stream's whole backlog: the relay reads the next batch from Redis only after
@@ -33,11 +34,18 @@ pub async fn send_within<S: Sink<Vec<u8>> + Unpin>(
     chunk: Vec<u8>,
     timeout: Duration,
 ) -> Sent {
-    let send = pin!(body.send(chunk));
-    match select(send, Sleep::new(timeout)).await {
-        Either::Left((Ok(()), _)) => Sent::Done,
-        Either::Left((Err(_), _)) => Sent::Gone,
-        Either::Right(_) => Sent::Stuck,
+    match within(body.send(chunk), timeout).await {
+        Some(Ok(())) => Sent::Done,
+        Some(Err(_)) => Sent::Gone,
+        None => Sent::Stuck,
+    }
+}
+
+/// `fut`'s output, or `None` when it is not ready within `timeout`.
+pub async fn within<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
+    match select(pin!(fut), Sleep::new(timeout)).await {
+        Either::Left((output, _)) => Some(output),
+        Either::Right(_) => None,
     }
 }
 

@@ -5,8 +5,9 @@
 //!
 //! 1. **parse** the request ([`SseRequest`]: resume position, filters); a malformed
 //!    one is answered `400` before anything else happens;
-//! 2. **authorise**: verify the token (`401`) and narrow the filters to its scope
-//!    (`403` when the query asks for more than the token grants);
+//! 2. **authorise**: verify the token (`401`; an address past its failed
+//!    authentications gets `429` before its token is even verified) and narrow the
+//!    filters to its scope (`403` when the query asks for more than the token grants);
 //! 3. **lease** a client slot ([`lease`]): `max_clients` across every instance, and
 //!    the per-subject and per-address limits (`429`);
 //! 4. **resume**: decide where the stream starts ([`position`]), reporting lost
@@ -27,11 +28,12 @@ mod relay;
 
 use crm_events_contracts::auth::{find_token, Identity, Mode, Verifier};
 use crm_events_contracts::config::{PublishConfig, SseConfig};
+use crm_events_contracts::guard::AuthFailureLimit;
 use crm_events_contracts::http::{client_address, routes, Refusal};
 use crm_events_contracts::request::{Filters, SseRequest};
 use crm_events_contracts::resume::Start;
 use crm_events_contracts::spin_glue::{
-    now_seconds, send_refusal, send_whole, Redis, SpinVariables,
+    now_seconds, send_refusal, send_whole, AuthGuard, Redis, SpinVariables,
 };
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -47,10 +49,12 @@ pub(crate) struct Call {
     address: String,
     /// CORS headers every answer carries (empty unless the origin is allowed).
     pub(crate) cors: Vec<(&'static str, String)>,
+    /// The failed-authentication limit of [`Call::address`].
+    auth_limit: AuthFailureLimit,
 }
 
 impl Call {
-    fn read(req: &IncomingRequest, config: &SseConfig) -> Self {
+    fn read(req: &IncomingRequest, config: &SseConfig, auth_limit: AuthFailureLimit) -> Self {
         let header = |name: &str| {
             req.headers()
                 .get(name)
@@ -79,6 +83,17 @@ impl Call {
             cookie: header("cookie"),
             address,
             cors,
+            auth_limit,
+        }
+    }
+
+    /// The failed-authentication limit of this caller, counted in `redis`.
+    fn guard<'a>(&'a self, redis: Option<&'a Redis>, config: &'a SseConfig) -> AuthGuard<'a> {
+        AuthGuard {
+            redis,
+            keys: &config.common.keys,
+            address: &self.address,
+            limit: self.auth_limit,
         }
     }
 }
@@ -102,13 +117,15 @@ struct Opened {
 
 #[http_component]
 async fn handle(req: IncomingRequest, out: ResponseOutparam) {
-    let loaded =
-        SseConfig::load(&SpinVariables).and_then(|c| Ok((c, Verifier::load(&SpinVariables)?)));
-    let (config, verifier) = match loaded {
+    let loaded = SseConfig::load(&SpinVariables).and_then(|c| {
+        let limit = AuthFailureLimit::load(&SpinVariables)?;
+        Ok((c, Verifier::load(&SpinVariables)?, limit))
+    });
+    let (config, verifier, auth_limit) = match loaded {
         Ok(c) => c,
         Err(e) => return send_refusal(out, &[], &Refusal::configuration(&e)).await,
     };
-    let call = Call::read(&req, &config);
+    let call = Call::read(&req, &config, auth_limit);
     let control = Redis::open(&config.common.redis_address);
     if let Ok(c) = &control {
         let _ = c.count_request(&config.common.keys, &call.method, routes::EVENTS);
@@ -123,7 +140,10 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
             Err(refusal) => send_refusal(out, &call.cors, &refusal).await,
         },
         Method::Post => match PublishConfig::load(&SpinVariables) {
-            Ok(publishing) => publish::handle(req, out, &call, &verifier, &publishing).await,
+            Ok(publishing) => {
+                let guard = call.guard(control.as_ref().ok(), &config);
+                publish::handle(req, out, &call, &verifier, &publishing, &guard).await
+            }
             Err(e) => send_refusal(out, &call.cors, &Refusal::configuration(&e)).await,
         },
         Method::Options => preflight(out, &call).await,
@@ -146,7 +166,7 @@ fn open(
 ) -> Result<Opened, Refusal> {
     let request = SseRequest::parse(&call.query, call.last_event_id.as_deref())
         .map_err(|e| Refusal::new(400, "bad_request", e.message).with("parameter", e.parameter))?;
-    let identity = authorise(call, verifier)?;
+    let identity = authorise(call, verifier, &call.guard(control.as_ref().ok(), config))?;
     let filters = identity
         .scope
         .narrow(&request.filters)
@@ -175,19 +195,19 @@ fn open(
 }
 
 /// Who the subscriber is: anonymous with auth off, else its verified token.
-fn authorise(call: &Call, verifier: &Verifier) -> Result<Identity, Refusal> {
+fn authorise(call: &Call, verifier: &Verifier, guard: &AuthGuard) -> Result<Identity, Refusal> {
     if verifier.mode == Mode::None {
         return Ok(Identity::anonymous());
     }
-    let unauthorized = |e| Refusal::unauthorized(&e);
-    let (token, _) = find_token(
-        call.authorization.as_deref(),
-        call.cookie.as_deref(),
-        &call.query,
-        verifier.query_token,
-    )
-    .map_err(unauthorized)?;
-    verifier.verify(&token, now_seconds()).map_err(unauthorized)
+    guard.authenticate(|| {
+        let (token, _) = find_token(
+            call.authorization.as_deref(),
+            call.cookie.as_deref(),
+            &call.query,
+            verifier.query_token,
+        )?;
+        verifier.verify(&token, now_seconds())
+    })
 }
 
 /// Answers a CORS preflight.

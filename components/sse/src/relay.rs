@@ -284,7 +284,10 @@ impl<'a> Relay<'a> {
 
 /// The instant of a token's `exp` (seconds since the epoch) by this clock.
 fn expiry_instant(expires_at: Option<u64>, now: Instant) -> Option<Instant> {
-    expires_at.map(|exp| now + Duration::from_secs(exp.saturating_sub(now_seconds())))
+    // `exp` is at most year 9999 (the verifier refuses later ones), but the monotonic
+    // clock may not reach that far: no expiry timer then, rather than a panic.
+    expires_at
+        .and_then(|exp| now.checked_add(Duration::from_secs(exp.saturating_sub(now_seconds()))))
 }
 
 /// Room for an event id: 20 + 1 + 20 digits, the separator and a 32-byte epoch.
