@@ -7,8 +7,12 @@
 //!   stream in one burst; events delivered per second. With auth on every client's
 //!   token is scoped to the tenant all events belong to, so both sides deliver the
 //!   same events and the scope filter runs on every one.
+//! * Refusals (auth on): the host's CPU per request for a good stream's opening, a bad
+//!   token (verified, refused `401`, counted) and a request from an address over its
+//!   failed-authentication limit (`429` before any verification): a flood of bad
+//!   tokens must cost less than good streams.
 
-use crate::procs::{spawn, until, Proc};
+use crate::procs::{cpu_seconds, spawn, until, Proc};
 use anyhow::{Context, Result};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use crm_events_harness::app;
@@ -95,6 +99,52 @@ pub async fn run(a: Args) -> Result<()> {
         a.rounds,
         on / off
     );
+    refusal_costs(&sides[1], a.connects).await
+}
+
+/// The auth-on host's CPU per request: good stream openings, bad tokens (each from an
+/// address of its own, so each is verified) and an address over its limit.
+async fn refusal_costs(side: &Side, n: usize) -> Result<()> {
+    let pid = side._host.0.id();
+    let http = reqwest::Client::new();
+    let good = side.headers[0].1.clone();
+    let bad = format!("{}x", good.trim_end_matches(|c: char| c != '.'));
+    let per_request = |before: f64, after: f64| (after - before) / n as f64 * 1e6;
+    let before = cpu_seconds(pid)?;
+    for _ in 0..n {
+        let mut c = SseClient::connect(&side.url, &[("authorization", good.as_str())]).await;
+        c.next(Duration::from_secs(10))
+            .await
+            .context("connected event")?;
+    }
+    let opened = per_request(before, cpu_seconds(pid)?);
+    let attempt = |forwarded: String| {
+        http.get(&side.url)
+            .header("authorization", &bad)
+            .header("x-forwarded-for", forwarded)
+            .send()
+    };
+    let before = cpu_seconds(pid)?;
+    for i in 0..n {
+        let status = attempt(format!("10.{}.{}.1", i / 250, i % 250))
+            .await?
+            .status();
+        anyhow::ensure!(status == 401, "a bad token answered {status}");
+    }
+    let verified = per_request(before, cpu_seconds(pid)?);
+    attempt("192.0.2.1".into()).await?;
+    let before = cpu_seconds(pid)?;
+    for _ in 0..n {
+        let status = attempt("192.0.2.1".into()).await?.status();
+        anyhow::ensure!(status == 429, "an address over its limit answered {status}");
+    }
+    let limited = per_request(before, cpu_seconds(pid)?);
+    println!("| host CPU µs per good stream opening (auth on) | | {opened:.0} | |");
+    println!(
+        "| host CPU µs per bad token (verified, 401) | | {verified:.0} | {:.2} of a good opening |",
+        verified / opened
+    );
+    println!("| host CPU µs per attempt over the limit (429) | | {limited:.0} | {:.2} of a good opening |", limited / opened);
     Ok(())
 }
 
@@ -121,7 +171,10 @@ fn start_side(redis: &RedisServer, auth: bool) -> Result<Side> {
         "max_streams_per_subject=0".to_string(),
         "max_streams_per_address=0".to_string(),
         "max_connects_per_minute=0".to_string(),
-        "max_auth_failures_per_minute=0".to_string(),
+        // One failure an address: the refusal measure sends each bad token from
+        // an address of its own (verified) or from one over its limit (429).
+        "max_auth_failures_per_minute=1".to_string(),
+        "trusted_proxies=127.0.0.1".to_string(),
     ];
     let mut headers = Vec::new();
     if auth {

@@ -17,6 +17,7 @@
 mod common;
 
 use common::{client, App};
+use crm_events_contracts::http::routes;
 use crm_events_harness::redis_server::{free_port, RedisServer};
 use crm_events_harness::sse_client::SseClient;
 use crm_events_harness::tokens::{auth_vars, now, sign_claims, sign_with_header, token};
@@ -92,13 +93,26 @@ fn token_with(overrides: Value) -> String {
     sign_claims(&claims)
 }
 
-/// `GET path` with a 5 s bound: the status (`None` when it did not answer).
-async fn status_of(app: &App, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
-    let mut req = client().get(app.url(path)).timeout(Duration::from_secs(5));
+/// `method path` with `headers`, bounded to 5 s.
+async fn send(
+    app: &App,
+    method: reqwest::Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> reqwest::Result<reqwest::Response> {
+    let mut req = client()
+        .request(method, app.url(path))
+        .timeout(Duration::from_secs(5));
     for (k, v) in headers {
         req = req.header(*k, *v);
     }
-    req.send().await.ok().map(|r| r.status().as_u16())
+    req.send().await
+}
+
+/// `GET path`'s status (`None` when it did not answer within 5 s).
+async fn status_of(app: &App, path: &str, headers: &[(&str, &str)]) -> Option<u16> {
+    let resp = send(app, reqwest::Method::GET, path, headers).await;
+    resp.ok().map(|r| r.status().as_u16())
 }
 
 /// Half-sent requests to every route: each announces a 100-byte body and sends none.
@@ -192,15 +206,19 @@ async fn in_spin_like_mode_half_sent_bodies_hold_no_route_either() {
 }
 
 /// Finding 3: bodies on routes that take none were buffered whole, without limit.
+/// Every route: 256 MiB announced where none is taken, 4 KiB past the session's and
+/// the (lowered) publish limit.
 #[tokio::test]
 async fn bodies_past_a_routes_limit_are_refused_before_they_are_read() {
     let redis = RedisServer::start().unwrap();
     let app = app(&redis, &[("publish_max_body_bytes", "2048")], |_| {}).await;
-    for (path, length) in [
-        ("/healthz", 268_435_456u64),
-        ("/crm-events/session", 4096),
-        ("/crm-events", 4096),
-    ] {
+    let no_body = routes::ALL
+        .iter()
+        .filter(|r| **r != routes::EVENTS && **r != routes::SESSION);
+    let attempts = no_body
+        .map(|r| (*r, 268_435_456u64))
+        .chain([(routes::SESSION, 4096), (routes::EVENTS, 4096)]);
+    for (path, length) in attempts {
         let head = format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {length}\r\n\r\n");
         let mut s = send_head(&addr(&app), &head).await;
         let raw = read_to_close(&mut s, Duration::from_secs(5))
@@ -294,40 +312,36 @@ async fn the_connection_caps_answer_503_and_429_as_json() {
     }
 }
 
+/// A host process, killed when the test ends however it ends.
+struct HostProcess(std::process::Child);
+
+impl HostProcess {
+    /// Whether it is still running.
+    fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for HostProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// The host as its own process with a descriptor limit of 128.
-fn host_with_few_descriptors(
-    redis: &RedisServer,
-    port: u16,
-    extra: &[&str],
-) -> std::process::Child {
+fn host_with_few_descriptors(redis: &RedisServer, port: u16, extra: &[&str]) -> HostProcess {
     use std::os::unix::process::CommandExt;
-    crm_events_harness::app::build_components();
-    let mut cmd = std::process::Command::new(crm_events_harness::app::binary("crm-events-host"));
-    cmd.args([
-        "--manifest",
-        common::root().join("spin.toml").to_str().unwrap(),
-    ])
-    .args(["--listen", &format!("127.0.0.1:{port}")])
-    .args(["--variable", &format!("redis_host={}", redis.host_port())])
-    .args(["--variable", "auth_mode=none"])
-    .args(["--max-instances", "8"])
-    .args([
-        "--cache-dir",
-        crm_events_harness::app::cache_dir().to_str().unwrap(),
-    ])
-    .args(extra)
-    .env("RUST_LOG", "warn")
-    .stdout(std::process::Stdio::null());
+    let mut cmd = crm_events_harness::app::host_command(port, redis);
+    cmd.args(["--variable", "auth_mode=none", "--max-instances", "8"])
+        .args(extra)
+        .env("RUST_LOG", "warn");
     // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
     unsafe {
         cmd.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, 128, 128));
     }
-    let child = cmd.spawn().unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the host did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let child = HostProcess(cmd.spawn().unwrap());
+    crm_events_harness::app::wait_listening(port);
     child
 }
 
@@ -383,8 +397,7 @@ async fn the_host_serves_again_after_its_descriptors_ran_out() {
     // ...and once the attackers leave, it is.
     drop(attackers);
     let served = healthz_answers(port, T).await;
-    assert!(host.try_wait().unwrap().is_none(), "the host exited");
-    let _ = host.kill();
+    assert!(host.alive(), "the host exited");
     assert!(
         served,
         "the host does not serve after its descriptors came back"
@@ -398,7 +411,7 @@ async fn by_default_the_connection_cap_fits_the_descriptor_limit() {
     let _ = rlimit::increase_nofile_limit(4096);
     let redis = RedisServer::start().unwrap();
     let port = free_port().unwrap();
-    let mut host = host_with_few_descriptors(&redis, port, &["--header-timeout-ms", "60000"]);
+    let _host = host_with_few_descriptors(&redis, port, &["--header-timeout-ms", "60000"]);
     let mut attackers = Vec::new();
     for _ in 0..100 {
         attackers.push(TcpStream::connect(("127.0.0.1", port)).await.unwrap());
@@ -418,7 +431,7 @@ async fn by_default_the_connection_cap_fits_the_descriptor_limit() {
     }
     drop(attackers);
     let served = healthz_answers(port, T).await;
-    let _ = host.kill();
+
     assert!(served);
 }
 
@@ -454,11 +467,11 @@ async fn failed_authentications_are_limited_per_address() {
         assert_eq!(status_of(&app, "/crm-events", &h).await, Some(401));
     }
     let good = bearer(&token("ann", &[TENANT]));
-    let resp = client()
-        .get(app.url("/crm-events"))
-        .header("x-forwarded-for", attacker)
-        .header("authorization", &good)
-        .send()
+    let as_attacker = [
+        ("x-forwarded-for", attacker),
+        ("authorization", good.as_str()),
+    ];
+    let resp = send(&app, reqwest::Method::GET, "/crm-events", &as_attacker)
         .await
         .unwrap();
     assert_eq!(resp.status().as_u16(), 429);
@@ -470,13 +483,14 @@ async fn failed_authentications_are_limited_per_address() {
     assert!((1..=60).contains(&retry), "{retry}");
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"], "too_many_auth_failures");
-    let session = client()
-        .post(app.url("/crm-events/session"))
-        .header("x-forwarded-for", attacker)
-        .header("authorization", &good)
-        .send()
-        .await
-        .unwrap();
+    let session = send(
+        &app,
+        reqwest::Method::POST,
+        "/crm-events/session",
+        &as_attacker,
+    )
+    .await
+    .unwrap();
     assert_eq!(
         session.status().as_u16(),
         429,
@@ -491,12 +505,15 @@ async fn failed_authentications_are_limited_per_address() {
 
 /// 401 with a JSON body for `token` on the stream route.
 async fn assert_refused(app: &App, token: &str, what: &str) {
-    let resp = client()
-        .get(app.url("/crm-events"))
-        .header("authorization", bearer(token))
-        .send()
-        .await
-        .unwrap();
+    let auth = bearer(token);
+    let resp = send(
+        app,
+        reqwest::Method::GET,
+        "/crm-events",
+        &[("authorization", &auth)],
+    )
+    .await
+    .unwrap();
     let status = resp.status().as_u16();
     let body: Value = resp.json().await.unwrap_or(Value::Null);
     assert_eq!(status, 401, "{what}: {body}");

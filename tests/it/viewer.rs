@@ -16,20 +16,12 @@ use crm_events_harness::tokens;
 use jsonwebtoken::Algorithm;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 const TOPIC: &str = "aetherlink.events";
 
 /// The app as its own process (so stopping it really drops the browser's stream).
 fn start_app(port: u16, redis: &RedisServer) -> Child {
-    crm_events_harness::app::build_components();
-    let child = Command::new(crm_events_harness::app::binary("crm-events-host"))
-        .args([
-            "--manifest",
-            common::root().join("spin.toml").to_str().unwrap(),
-        ])
-        .args(["--listen", &format!("127.0.0.1:{port}")])
-        .args(["--variable", &format!("redis_host={}", redis.host_port())])
+    let child = crm_events_harness::app::host_command(port, redis)
         .args(["--variable", "retry_ms=500"])
         .args(["--variable", "auth_mode=jwt"])
         .args(["--variable", "auth_algorithms=EdDSA"])
@@ -40,19 +32,10 @@ fn start_app(port: u16, redis: &RedisServer) -> Child {
                 tokens::keys(Algorithm::EdDSA).public_pem
             ),
         ])
-        .args([
-            "--cache-dir",
-            crm_events_harness::app::cache_dir().to_str().unwrap(),
-        ])
         .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
         .spawn()
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "the app did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    crm_events_harness::app::wait_listening(port);
     child
 }
 

@@ -152,3 +152,31 @@ impl App {
         format!("{}{}", self.base, path)
     }
 }
+
+/// `crm-events-host` serving `spin.toml` on `127.0.0.1:port` with Redis at `redis`,
+/// as its own process (for tests that stop it, or limit it); add arguments and
+/// spawn, then [`wait_listening`].
+pub fn host_command(port: u16, redis: &RedisServer) -> Command {
+    build_components();
+    let mut cmd = Command::new(binary("crm-events-host"));
+    cmd.arg("--manifest")
+        .arg(manifest_path())
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--variable", &format!("redis_host={}", redis.host_port())])
+        .arg("--cache-dir")
+        .arg(cache_dir())
+        .stdout(std::process::Stdio::null());
+    cmd
+}
+
+/// Waits until something listens on `127.0.0.1:port`; panics after a minute.
+pub fn wait_listening(port: u16) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on port {port}: the host did not start"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
