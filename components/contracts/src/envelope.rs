@@ -145,6 +145,7 @@ pub fn encode_record<'h>(
         (fits && single_line)
             .then(|| serde_json::from_slice::<&serde_json::value::RawValue>(trim_ascii(bytes)).ok())
             .flatten()
+            .filter(|raw| numbers_in_range(raw.get()))
     });
     match raw {
         Some(value) => serde_json::to_string(&Out {
@@ -170,6 +171,37 @@ fn headers_json<'h>(
         .into_iter()
         .map(|(name, bytes)| (name.to_string(), bytes.map_or(Value::Null, bytes_as_json)))
         .collect()
+}
+
+/// Whether every number in `json` (valid JSON text) reads as a finite number, as
+/// [`decode_value`] requires: `RawValue` checks the grammar only, and `1e400` is
+/// grammatical but not a number a parser can hold (serde_json refuses it, a browser
+/// reads `Infinity`). Only a number with an exponent or of more than 300 digits can
+/// be out of range, so the full parse runs only for those (rare) values.
+fn numbers_in_range(json: &str) -> bool {
+    let (mut in_string, mut escaped, mut digits) = (false, false, 0usize);
+    let mut suspect = false;
+    for b in json.bytes() {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'e' | b'E' => suspect = true,
+            b'0'..=b'9' => digits += 1,
+            _ => digits = 0,
+        }
+        if digits > 300 {
+            suspect = true;
+        }
+    }
+    !suspect || serde_json::from_str::<Value>(json).is_ok()
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
@@ -385,7 +417,8 @@ mod tests {
 
     #[test]
     fn the_fast_encoder_matches_the_envelope() {
-        let values: [Option<&[u8]>; 9] = [
+        let huge = [b'9'; 400];
+        let values: [Option<&[u8]>; 13] = [
             Some(br#"{"a":1,"b":[true,null,"x"]}"#),
             Some(br#"  {"a" : 1}  "#),
             Some(b"{\n \"pretty\": 1\n}"),
@@ -395,14 +428,20 @@ mod tests {
             Some(&[0xff, 0x00]),
             Some(&[b'1'; 64]),
             None,
+            // Grammatical but out of range (found by the sse_framing fuzz target):
+            // text, as the envelope has it, on both paths.
+            Some(b"459e111915"),
+            Some(br#"{"a":[1e400]}"#),
+            Some(&huge),
+            Some(br#"{"e":"1e400","x":2.5E3}"#),
         ];
-        for v in values {
-            let rec = record(Some(b"K"), v);
-            let slow = Envelope::from_record(rec, [], 32).to_json();
-            let fast = encode_record(rec, [], 32);
+        for (v, max) in values.iter().flat_map(|v| [(v, 32), (v, 1024)]) {
+            let rec = record(Some(b"K"), *v);
+            let slow = Envelope::from_record(rec, [], max).to_json();
+            let fast = encode_record(rec, [], max);
             let slow_v: Value = serde_json::from_str(&slow).unwrap();
             let fast_v: Value = serde_json::from_str(&fast).unwrap();
-            assert_eq!(slow_v, fast_v, "value {v:?}");
+            assert_eq!(slow_v, fast_v, "value {v:?}, limit {max}");
             assert!(!fast.contains('\n'));
         }
         let headers = [
