@@ -22,7 +22,8 @@ fuzz_target!(|data: &[u8]| {
     };
     assert_eq!(request.tenant_id.len(), 36);
     assert!(!request.payload.contains("\\u0000"));
-    let payload: serde_json::Value = serde_json::from_str(&request.payload).expect("payload is JSON");
+    let payload: serde_json::Value =
+        serde_json::from_str(&request.payload).expect("payload is JSON");
     // The same request, laid out differently, has the same fingerprint.
     let again = serde_json::json!({
         "payload": payload,
@@ -30,6 +31,7 @@ fuzz_target!(|data: &[u8]| {
         "type": request.event_type,
         "occurred_at": request.occurred_at,
     });
-    let reparsed = Publish::parse(serde_json::to_string_pretty(&again).unwrap().as_bytes()).unwrap();
+    let reparsed =
+        Publish::parse(serde_json::to_string_pretty(&again).unwrap().as_bytes()).unwrap();
     assert_eq!(reparsed.fingerprint, request.fingerprint);
 });
