@@ -517,14 +517,19 @@ fn compile_cached(
 
 /// A refusal the host answers itself, as the components would (JSON body).
 fn refused(refusal: &Refusal) -> HostResponse {
-    let body = Full::new(Bytes::from(refusal.body()))
-        .map_err(|never| match never {})
-        .boxed_unsync();
+    let body = full(Bytes::from(refusal.body()));
     let mut builder = hyper::Response::builder().status(refusal.status);
     for (name, value) in refusal.headers() {
         builder = builder.header(name, value);
     }
     builder.body(body).expect("a refusal's headers are valid")
+}
+
+/// A whole body, as a response body.
+fn full(body: Bytes) -> HyperOutgoingBody {
+    Full::new(body)
+        .map_err(|never| match never {})
+        .boxed_unsync()
 }
 
 /// A response with no body, as Spin sends its `404` and `500`.
@@ -546,9 +551,7 @@ fn whole(status: u16, content_type: &'static str, body: Bytes) -> HostResponse {
 
 /// A response the host makes itself, with the whole body at once.
 fn respond(status: u16, content_type: Option<&'static str>, body: Bytes) -> HostResponse {
-    let body = Full::new(body)
-        .map_err(|never| match never {})
-        .boxed_unsync();
+    let body = full(body);
     let mut builder = hyper::Response::builder().status(status);
     if let Some(content_type) = content_type {
         builder = builder.header("content-type", content_type);

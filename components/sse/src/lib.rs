@@ -29,11 +29,11 @@ mod relay;
 use crm_events_contracts::auth::{find_token, Identity, Mode, Verifier};
 use crm_events_contracts::config::{PublishConfig, SseConfig};
 use crm_events_contracts::guard::AuthFailureLimit;
-use crm_events_contracts::http::{client_address, routes, Refusal};
+use crm_events_contracts::http::{routes, Refusal};
 use crm_events_contracts::request::{Filters, SseRequest};
 use crm_events_contracts::resume::Start;
 use crm_events_contracts::spin_glue::{
-    now_seconds, send_refusal, send_whole, AuthGuard, Redis, SpinVariables,
+    now_seconds, send_refusal, send_whole, AuthGuard, Head, Redis, SpinVariables,
 };
 use spin_sdk::http::{IncomingRequest, Method, ResponseOutparam};
 use spin_sdk::http_component;
@@ -55,33 +55,19 @@ pub(crate) struct Call {
 
 impl Call {
     fn read(req: &IncomingRequest, config: &SseConfig, auth_limit: AuthFailureLimit) -> Self {
-        let header = |name: &str| {
-            req.headers()
-                .get(name)
-                .first()
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-        };
-        let path_with_query = req.path_with_query().unwrap_or_default();
+        let head = Head::of(req);
         let mut cors = Vec::new();
-        if let Some(origin) = config.cors.allow_origin(header("origin").as_deref()) {
+        if let Some(origin) = config.cors.allow_origin(head.header("origin").as_deref()) {
             cors.push(("access-control-allow-origin", origin));
             cors.push(("vary", "origin".to_string()));
         }
-        let address = client_address(
-            header("spin-client-addr").as_deref(),
-            header("x-forwarded-for").as_deref(),
-            &config.trusted_proxies,
-        );
         Self {
-            method: req.method(),
-            query: path_with_query
-                .split_once('?')
-                .map_or("", |(_, q)| q)
-                .to_string(),
-            last_event_id: header("last-event-id"),
-            authorization: header("authorization"),
-            cookie: header("cookie"),
-            address,
+            address: head.client_address(&config.trusted_proxies),
+            last_event_id: head.header("last-event-id"),
+            authorization: head.header("authorization"),
+            cookie: head.header("cookie"),
+            method: head.method,
+            query: head.query,
             cors,
             auth_limit,
         }
