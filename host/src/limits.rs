@@ -11,7 +11,10 @@
 //!   [`ServerLimits::header_timeout`] is closed (slowloris);
 //! * a request body is read *before* an instance is taken, up to the route's limit
 //!   ([`crm_events_contracts::guard::body_limit`]: none for routes that take no body)
-//!   and within [`ServerLimits::body_timeout`]: `413` past the limit, `408` when late.
+//!   and within [`ServerLimits::body_timeout`]: `413` past the limit, `408` when late;
+//! * the bodies being received at once may hold at most
+//!   [`ServerLimits::max_buffered_body_bytes`] (each reserves its declared length, or
+//!   its route's limit): past that a request gets `503` at once instead of memory.
 //!
 //! With [`ServerLimits::spin_like`] the body limits are off and bodies stream into the
 //! component as under `spin up`, to show that the components hold on their own.
@@ -30,6 +33,9 @@ use std::time::Duration;
 pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// Default of [`ServerLimits::max_connections_per_address`].
 pub const DEFAULT_MAX_CONNECTIONS_PER_ADDRESS: usize = 1_000;
+/// Default of [`ServerLimits::max_buffered_body_bytes`]: 64 MiB, 256 publish bodies of
+/// the largest size at once.
+pub const DEFAULT_MAX_BUFFERED_BODY_BYTES: u64 = 64 * 1024 * 1024;
 /// Default of [`ServerLimits::header_timeout`].
 pub const DEFAULT_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -46,6 +52,8 @@ pub struct ServerLimits {
     pub header_timeout: Duration,
     /// Time to send a request body.
     pub body_timeout: Duration,
+    /// Bytes the bodies being received may reserve together (0: unlimited).
+    pub max_buffered_body_bytes: u64,
     /// Bodies stream into the component unbounded, as under Spin (the components'
     /// own limits then are all there is).
     pub spin_like: bool,
@@ -58,6 +66,7 @@ impl Default for ServerLimits {
             max_connections_per_address: DEFAULT_MAX_CONNECTIONS_PER_ADDRESS,
             header_timeout: DEFAULT_HEADER_TIMEOUT,
             body_timeout: Duration::from_millis(guard::BODY_READ_TIMEOUT_MS),
+            max_buffered_body_bytes: DEFAULT_MAX_BUFFERED_BODY_BYTES,
             spin_like: false,
         }
     }
@@ -72,6 +81,7 @@ pub async fn read_body<B>(
     req: hyper::Request<B>,
     limit: u64,
     timeout: Duration,
+    budget: &BodyBudget,
 ) -> Result<hyper::Request<RequestBody>, Refusal>
 where
     B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -84,6 +94,8 @@ where
     if declared.is_some_and(|n| n > limit) {
         return Err(guard::body_too_large(limit));
     }
+    // Held until the body is in: then it goes to the component at once.
+    let _reserved = budget.reserve(declared.unwrap_or(limit))?;
     let (parts, body) = req.into_parts();
     let limited = Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX));
     let bytes = match tokio::time::timeout(timeout, limited.collect()).await {
@@ -98,6 +110,46 @@ where
         .map_err(|never| match never {})
         .boxed_unsync();
     Ok(hyper::Request::from_parts(parts, body))
+}
+
+/// The memory the bodies being received may reserve, in KiB.
+#[derive(Debug)]
+pub struct BodyBudget {
+    kib: Option<Arc<tokio::sync::Semaphore>>,
+}
+
+impl BodyBudget {
+    /// A budget of `bytes` (0: unlimited).
+    pub fn new(bytes: u64) -> Self {
+        let kib = usize::try_from(bytes.div_ceil(1024)).unwrap_or(usize::MAX);
+        let kib = kib.min(tokio::sync::Semaphore::MAX_PERMITS);
+        Self {
+            kib: (bytes > 0).then(|| Arc::new(tokio::sync::Semaphore::new(kib))),
+        }
+    }
+
+    /// Reserves room for a body of up to `bytes` while it is received, or the `503`
+    /// when the budget is spent (`None` holds nothing: no budget, or no body).
+    pub fn reserve(
+        &self,
+        bytes: u64,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, Refusal> {
+        let Some(kib) = self.kib.as_ref().filter(|_| bytes > 0) else {
+            return Ok(None);
+        };
+        let wanted = u32::try_from(bytes.div_ceil(1024)).unwrap_or(u32::MAX);
+        kib.clone()
+            .try_acquire_many_owned(wanted)
+            .map(Some)
+            .map_err(|_| {
+                Refusal::new(
+                    503,
+                    "server_busy",
+                    "the server is receiving as many request bodies as it may; retry shortly",
+                )
+                .retry_after(1)
+            })
+    }
 }
 
 /// The body passed through as it streams (Spin's way).
@@ -298,23 +350,46 @@ mod tests {
                 .unwrap()
         };
         let t = Duration::from_secs(1);
-        let ok = read_body(req("{}", None), 2, t).await.unwrap();
+        let b = BodyBudget::new(0);
+        let ok = read_body(req("{}", None), 2, t, &b).await.unwrap();
         assert_eq!(ok.into_body().collect().await.unwrap().to_bytes(), "{}");
         assert_eq!(
-            read_body(req("{}", None), 1, t).await.unwrap_err().status,
+            read_body(req("{}", None), 1, t, &b)
+                .await
+                .unwrap_err()
+                .status,
             413
         );
         // A declared length past the limit is refused without reading.
         assert_eq!(
-            read_body(req("", Some("99")), 2, t)
+            read_body(req("", Some("99")), 2, t, &b)
                 .await
                 .unwrap_err()
                 .status,
             413
         );
         assert_eq!(
-            read_body(req("x", None), 0, t).await.unwrap_err().status,
+            read_body(req("x", None), 0, t, &b)
+                .await
+                .unwrap_err()
+                .status,
             413
         );
+    }
+
+    #[test]
+    fn the_body_budget_refuses_what_it_cannot_hold_and_frees_it() {
+        let budget = BodyBudget::new(8 * 1024);
+        let first = budget.reserve(4096).unwrap();
+        let _second = budget.reserve(4000).unwrap();
+        let refused = budget.reserve(1).unwrap_err();
+        assert_eq!((refused.status, refused.code), (503, "server_busy"));
+        assert!(
+            budget.reserve(0).unwrap().is_none(),
+            "no body, no reservation"
+        );
+        drop(first);
+        assert!(budget.reserve(4096).is_ok());
+        assert!(BodyBudget::new(0).reserve(u64::MAX).unwrap().is_none());
     }
 }

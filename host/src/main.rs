@@ -56,6 +56,10 @@ struct Args {
     /// Time a client has to send a request body, ms.
     #[arg(long, default_value_t = crm_events_contracts::guard::BODY_READ_TIMEOUT_MS, env = "CRM_EVENTS_HOST_BODY_TIMEOUT_MS")]
     body_timeout_ms: u64,
+    /// Bytes the request bodies being received may hold together; past it a request
+    /// gets 503 (0: unlimited).
+    #[arg(long, default_value_t = limits::DEFAULT_MAX_BUFFERED_BODY_BYTES, env = "CRM_EVENTS_HOST_MAX_BUFFERED_BODY_BYTES")]
+    max_buffered_body_bytes: u64,
     /// Stream request bodies into the components unbounded, as Spin does (the
     /// components' own limits are then all there is; for tests).
     #[arg(long, env = "CRM_EVENTS_HOST_SPIN_LIKE_BODIES", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
@@ -126,6 +130,7 @@ async fn main() -> Result<()> {
         max_connections_per_address: args.max_connections_per_address,
         header_timeout: std::time::Duration::from_millis(args.header_timeout_ms),
         body_timeout: std::time::Duration::from_millis(args.body_timeout_ms),
+        max_buffered_body_bytes: args.max_buffered_body_bytes,
         spin_like: args.spin_like_bodies,
     };
     let host = Host::load(config)

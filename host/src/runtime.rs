@@ -11,7 +11,7 @@
 //!   and `/.well-known/spin/info` answer as Spin's do;
 //! * every request carries Spin's `spin-*` headers ([`add_spin_headers`]).
 
-use crate::limits::{self, Connections, RequestBody, ServerLimits};
+use crate::limits::{self, BodyBudget, Connections, RequestBody, ServerLimits};
 use crate::manifest::{ComponentSpec, Manifest, Route};
 use crate::spin_apis::outbound_http::OutboundHttp;
 use crate::spin_apis::shared_redis::SharedRedis;
@@ -145,6 +145,7 @@ pub struct Host {
     tcp_nodelay: bool,
     limits: ServerLimits,
     connections: Arc<Connections>,
+    body_budget: BodyBudget,
 }
 
 /// The response type the host produces.
@@ -195,6 +196,7 @@ impl Host {
             redis_timeout: config.redis_timeout,
             shared_redis: config.shared_redis.then(SharedRedis::new),
             tcp_nodelay: config.tcp_nodelay,
+            body_budget: BodyBudget::new(config.limits.max_buffered_body_bytes),
             limits: config.limits,
             connections: Arc::default(),
         }))
@@ -284,7 +286,7 @@ impl Host {
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(config::DEFAULT_PUBLISH_MAX_BODY_BYTES);
         let limit = guard::body_limit(req.method().as_str(), req.uri().path(), publish_max);
-        limits::read_body(req, limit, self.limits.body_timeout).await
+        limits::read_body(req, limit, self.limits.body_timeout, &self.body_budget).await
     }
 
     /// Spin's own paths: `health` answers `OK`, `info` the app's name and version.

@@ -240,6 +240,49 @@ async fn bodies_past_a_routes_limit_are_refused_before_they_are_read() {
     assert_eq!(resp.status().as_u16(), 413);
 }
 
+/// Bodies within their limits still add up: the bodies being received share a
+/// memory budget, and a request past it gets 503 at once instead of memory.
+#[tokio::test]
+async fn bodies_being_received_share_a_memory_budget() {
+    let redis = RedisServer::start().unwrap();
+    let app = app(&redis, &[("publish_max_body_bytes", "4096")], |c| {
+        c.limits.max_buffered_body_bytes = 8192;
+        c.limits.body_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let head = "POST /crm-events HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n";
+    let mut held = vec![
+        send_head(&addr(&app), head).await,
+        send_head(&addr(&app), head).await,
+    ];
+    crm_events_harness::wait::until("the budget is spent", T, || async {
+        let mut third = send_head(&addr(&app), head).await;
+        let raw = read_to_close(&mut third, Duration::from_secs(1)).await;
+        raw.is_some_and(|raw| {
+            let (status, body) = parse_response(&raw);
+            status == 503 && body["error"] == "server_busy"
+        })
+    })
+    .await
+    .unwrap();
+    assert_eq!(status_of(&app, "/healthz", &[]).await, Some(200));
+    // The held ones are ended by the body deadline (one may have lost the race for
+    // the budget to a probe, and been refused at once).
+    let mut late = 0;
+    for s in held.iter_mut() {
+        let raw = read_to_close(s, Duration::from_secs(10)).await.unwrap();
+        let status = parse_response(&raw).0;
+        assert!(status == 408 || status == 503, "{raw}");
+        late += usize::from(status == 408);
+    }
+    assert!(late >= 1, "no body held the budget until its deadline");
+    // Spent no more: a whole body is read again (and its missing token refused).
+    let resp = send(&app, reqwest::Method::POST, "/crm-events", &[])
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 401);
+}
+
 /// Slowloris: a connection that sends no head, or half a head, is closed.
 #[tokio::test]
 async fn connections_that_do_not_send_a_head_are_closed() {
