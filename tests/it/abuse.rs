@@ -251,7 +251,7 @@ async fn bodies_being_received_share_a_memory_budget() {
     })
     .await;
     let head = "POST /crm-events HTTP/1.1\r\nHost: x\r\nContent-Length: 4096\r\n\r\n";
-    let mut held = vec![
+    let mut held = [
         send_head(&addr(&app), head).await,
         send_head(&addr(&app), head).await,
     ];
