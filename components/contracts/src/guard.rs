@@ -11,7 +11,7 @@
 //! Failed authentications are counted per address in Redis ([`COUNT_AUTH_FAILURE`]);
 //! past [`AuthFailureLimit::per_minute`] in a minute the address gets `429` with
 //! `Retry-After` *before* its token is verified, so a flood of bad tokens costs one
-//! `GET` each — less than a good stream's first read.
+//! Redis round trip each ([`READ_AUTH_FAILURES`]) and no signature check.
 
 use crate::config::{number, ConfigError, Variables};
 use crate::http::{routes, Refusal};
