@@ -179,29 +179,41 @@ fn headers_json<'h>(
 /// reads `Infinity`). Only a number with an exponent or of more than 300 digits can
 /// be out of range, so the full parse runs only for those (rare) values.
 fn numbers_in_range(json: &str) -> bool {
-    let (mut in_string, mut escaped, mut digits) = (false, false, 0usize);
-    let mut suspect = false;
-    for b in json.bytes() {
-        if in_string {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
+    let bytes = json.as_bytes();
+    let (mut at, mut digits) = (0, 0usize);
+    while let Some(&b) = bytes.get(at) {
         match b {
-            b'"' => in_string = true,
-            b'e' | b'E' => suspect = true,
+            // Strings are most of a value: skip each with memchr, escapes and all.
+            b'"' => {
+                at = match string_end(bytes, at + 1) {
+                    Some(end) => end,
+                    None => return true, // not JSON: RawValue would have refused it
+                };
+                digits = 0;
+                continue;
+            }
+            b'e' | b'E' => return serde_json::from_str::<Value>(json).is_ok(),
             b'0'..=b'9' => digits += 1,
             _ => digits = 0,
         }
         if digits > 300 {
-            suspect = true;
+            return serde_json::from_str::<Value>(json).is_ok();
         }
+        at += 1;
     }
-    !suspect || serde_json::from_str::<Value>(json).is_ok()
+    true
+}
+
+/// The index just past the closing quote of the string whose contents start at
+/// `from`.
+fn string_end(bytes: &[u8], mut from: usize) -> Option<usize> {
+    loop {
+        let k = memchr::memchr2(b'"', b'\\', bytes.get(from..)?)?;
+        if bytes[from + k] == b'"' {
+            return Some(from + k + 1);
+        }
+        from += k + 2; // a backslash and the character it escapes
+    }
 }
 
 fn trim_ascii(bytes: &[u8]) -> &[u8] {
