@@ -132,6 +132,8 @@ impl WasiHttpView for InstanceState {
 struct Loaded {
     spec: Arc<ComponentSpec>,
     pre: ProxyPre<InstanceState>,
+    /// The component's `publish_max_body_bytes` (or its default), read once at load.
+    publish_max_body_bytes: u64,
 }
 
 /// A running app.
@@ -183,6 +185,7 @@ impl Host {
             components.insert(
                 spec.id.clone(),
                 Loaded {
+                    publish_max_body_bytes: publish_max_body_bytes(&spec),
                     spec: Arc::new(spec),
                     pre,
                 },
@@ -249,7 +252,7 @@ impl Host {
         add_spin_headers(&mut req, peer, route);
         // The body before the instance: a client that is slow to send it, or sends
         // too much, never holds one.
-        let req = match self.bounded_body(req, &loaded.spec).await {
+        let req = match self.bounded_body(req, loaded).await {
             Ok(req) => req,
             Err(refusal) => return refused(&refusal),
         };
@@ -271,7 +274,7 @@ impl Host {
     async fn bounded_body<B>(
         &self,
         req: hyper::Request<B>,
-        spec: &ComponentSpec,
+        loaded: &Loaded,
     ) -> Result<hyper::Request<RequestBody>, Refusal>
     where
         B: hyper::body::Body<Data = Bytes> + Send + 'static,
@@ -280,12 +283,8 @@ impl Host {
         if self.limits.spin_like {
             return Ok(limits::streamed(req));
         }
-        let publish_max = spec
-            .variables
-            .get(config::PUBLISH_MAX_BODY_BYTES)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(config::DEFAULT_PUBLISH_MAX_BODY_BYTES);
-        let limit = guard::body_limit(req.method().as_str(), req.uri().path(), publish_max);
+        let (method, path) = (req.method().as_str(), req.uri().path());
+        let limit = guard::body_limit(method, path, loaded.publish_max_body_bytes);
         limits::read_body(req, limit, self.limits.body_timeout, &self.body_budget).await
     }
 
@@ -353,6 +352,14 @@ impl Host {
             },
         )
     }
+}
+
+/// A component's `publish_max_body_bytes` variable, or the default when it has none.
+fn publish_max_body_bytes(spec: &ComponentSpec) -> u64 {
+    spec.variables
+        .get(config::PUBLISH_MAX_BODY_BYTES)
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(config::DEFAULT_PUBLISH_MAX_BODY_BYTES)
 }
 
 /// Where Spin's own paths live.
