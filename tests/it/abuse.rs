@@ -461,8 +461,10 @@ async fn by_default_the_connection_cap_fits_the_descriptor_limit() {
     }
     // 128 descriptors less the reserve and 2 per instance leave 48 connections (two
     // more are allowed for the start-up probes, whose close may not be counted yet).
+    // Without the cap they would get no answer at all; a loaded machine (CI runs
+    // lint beside the tests) may take seconds to write the answers, so wait long.
     for (i, s) in attackers.iter_mut().enumerate().skip(50) {
-        let raw = read_to_close(s, Duration::from_secs(5))
+        let raw = read_to_close(s, T)
             .await
             .unwrap_or_else(|| panic!("connection {i} past the cap got no answer"));
         let (status, body) = parse_response(&raw);
