@@ -13,7 +13,7 @@
 use crate::procs::{cpu_seconds, cpu_seconds_of, pids_of, private_bytes, until, Proc};
 use crate::sse::{now_us, percentile, sent_us, HostMode, Pipeline, Settings};
 use anyhow::{bail, Context, Result};
-use crm_events_contracts::envelope::{Envelope, RawRecord};
+use crm_events_contracts::envelope::{Audience, Envelope, RawRecord};
 use crm_events_harness::redis_server::free_port;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
@@ -23,8 +23,15 @@ use std::time::{Duration, Instant};
 /// Reference benchmark settings.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Workloads, `<clients>x<events per second>`.
-    #[arg(long, value_delimiter = ',', default_value = "100x1000,1000x100")]
+    /// Workloads: `<clients>x<events per second>` (every client reads every tenant:
+    /// the operator's view), or `<tenants>t<clients per tenant>x<events per second>`
+    /// (each client reads its own tenant, the rate spread over the tenants; Nchan
+    /// with a channel per tenant).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "100x1000,1000x100,100t10x1000,1000t5x1000"
+    )]
     workloads: Vec<String>,
     /// Seconds each workload runs.
     #[arg(long, default_value_t = 10)]
@@ -101,8 +108,39 @@ fn variants(a: &Args) -> Result<Vec<(HostMode, Option<u64>, String)>> {
 /// One workload.
 #[derive(Clone, Copy)]
 struct Workload {
+    /// Every client, over all tenants.
     clients: usize,
     rate: u64,
+    /// Tenants, each read by `clients / tenants` of the clients (0: every client
+    /// reads every tenant's events).
+    tenants: usize,
+}
+
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.tenants {
+            0 => write!(f, "{}×{}/s", self.clients, self.rate),
+            t => write!(f, "{t} tenants × {} × {}/s", self.clients / t, self.rate),
+        }
+    }
+}
+
+impl Workload {
+    /// The tenant of event `i`, as its number.
+    fn tenant_of(&self, i: usize) -> usize {
+        i % self.tenants.max(7)
+    }
+
+    /// The events client `c` expects: its tenant's, `(first, step, count)` of `n`.
+    fn share(&self, c: usize, n: usize) -> (usize, usize, usize) {
+        match self.tenants {
+            0 => (0, 1, n),
+            t => {
+                let k = c % t;
+                (k, t, n / t + usize::from(k < n % t))
+            }
+        }
+    }
 }
 
 /// What one server did with one workload.
@@ -172,9 +210,7 @@ fn print_ratio(w: Workload, label: &str, o: &Outcome, theirs: &Outcome) {
         format!("**{:.1}**", o.kib_per_stream / theirs.kib_per_stream)
     };
     println!(
-        "| {}×{}/s | **ratio** ({label} ÷ Nchan) | | | **{:.2}** | **{:.2}** | **{:.2}** | {memory} |",
-        w.clients,
-        w.rate,
+        "| {w} | **ratio** ({label} ÷ Nchan) | | | **{:.2}** | **{:.2}** | **{:.2}** | {memory} |",
         o.p99_ms / theirs.p99_ms,
         o.per_second / theirs.per_second,
         o.cpu_us_per_event / theirs.cpu_us_per_event,
@@ -187,32 +223,31 @@ fn print_split(w: Workload, o: &Outcome) {
     let load = o.load_us_per_event;
     if let [host, redis, sidecar] = o.cpu_split[..] {
         println!(
-            "| {}×{}/s | ↳ CPU µs/event: host {host:.2}, Redis {redis:.2}, sidecar {sidecar:.2}; load side {load:.2} | | | | | | |",
-            w.clients, w.rate
+            "| {w} | ↳ CPU µs/event: host {host:.2}, Redis {redis:.2}, sidecar {sidecar:.2}; load side {load:.2} | | | | | | |"
         );
     } else {
-        println!(
-            "| {}×{}/s | ↳ CPU µs/event: load side {load:.2} | | | | | | |",
-            w.clients, w.rate
-        );
+        println!("| {w} | ↳ CPU µs/event: load side {load:.2} | | | | | | |");
     }
 }
 
 fn parse_workload(w: &str) -> Result<Workload> {
     let (c, r) = w
         .split_once('x')
-        .context("a workload is <clients>x<rate>")?;
+        .context("a workload is <clients>x<rate> or <tenants>t<clients per tenant>x<rate>")?;
+    let (tenants, per) = match c.split_once('t') {
+        Some((t, per)) => (t.parse()?, per.parse::<usize>()?),
+        None => (0, c.parse()?),
+    };
     Ok(Workload {
-        clients: c.parse()?,
+        clients: per * tenants.max(1),
         rate: r.parse()?,
+        tenants,
     })
 }
 
 fn print_row(w: Workload, label: &str, o: &Outcome) {
     println!(
-        "| {}×{}/s | {label} | {}/{} | {:.1} | {:.1} | {:.0} | {:.2} | {:.0} |",
-        w.clients,
-        w.rate,
+        "| {w} | {label} | {}/{} | {:.1} | {:.1} | {:.0} | {:.2} | {:.0} |",
         o.complete,
         w.clients,
         o.p50_ms,
@@ -225,10 +260,10 @@ fn print_row(w: Workload, label: &str, o: &Outcome) {
 
 /// The event the client receives: the envelope the sidecar would make of the
 /// value, so both servers carry the same bytes.
-fn payload(i: usize) -> (String, String) {
+fn payload(w: Workload, i: usize) -> (String, String) {
     let value = format!(
         r#"{{"Type":"JobUpdated","TenantId":"tenant-{}","JobId":"job-{i}","Status":"InProgress","SentUs":{}}}"#,
-        i % 7,
+        w.tenant_of(i),
         now_us()
     );
     let envelope = Envelope::from_record(
@@ -242,6 +277,7 @@ fn payload(i: usize) -> (String, String) {
         },
         [],
         0,
+        Audience::Operator,
     )
     .to_json();
     (value, envelope)
@@ -256,27 +292,37 @@ async fn run_crm_events(p: &Pipeline, w: Workload, seconds: u64) -> Result<Outco
     };
     let private = || private_bytes(pids[0]).unwrap_or(0);
     let publish = |i: usize| {
-        let (value, _) = payload(i);
+        let (value, _) = payload(w, i);
         // One partition: Kafka orders within a partition, Nchan within its one
         // channel, so both can be held to the same order.
         p.kafka.send(0, Some(b"JobUpdated"), Some(value.as_bytes()));
         async {}
     };
-    measure(&p.stream_url(), w, seconds, cpu, private, publish).await
+    let base = p.stream_url();
+    let url = |k: usize| match w.tenants {
+        0 => base.clone(),
+        _ => format!("{base}?tenant=tenant-{k}"),
+    };
+    measure(url, w, seconds, cpu, private, publish).await
 }
 
 async fn run_nchan(n: &Nchan, w: Workload, seconds: u64) -> Result<Outcome> {
     let http = reqwest::Client::new();
-    let pub_url = format!("{}/pub", n.base);
+    // One channel for the operator's view, one per tenant otherwise.
+    let channel = |k: usize| match w.tenants {
+        0 => "bench".to_string(),
+        _ => format!("tenant-{k}"),
+    };
     let publish = |i: usize| {
-        let (_, envelope) = payload(i);
-        let req = http.post(&pub_url).body(envelope).send();
+        let (_, envelope) = payload(w, i);
+        let url = format!("{}/pub/{}", n.base, channel(w.tenant_of(i)));
+        let req = http.post(url).body(envelope).send();
         async move {
             let _ = req.await;
         }
     };
     measure(
-        &format!("{}/sub", n.base),
+        |k| format!("{}/sub/{}", n.base, channel(k)),
         w,
         seconds,
         || vec![cpu_seconds_of("nginx")],
@@ -289,7 +335,7 @@ async fn run_nchan(n: &Nchan, w: Workload, seconds: u64) -> Result<Outcome> {
 /// Connects the clients, publishes `rate × seconds` events at `rate`, and reads
 /// what the clients saw and what the server spent.
 async fn measure<F, Fut>(
-    url: &str,
+    url: impl Fn(usize) -> String,
     w: Workload,
     seconds: u64,
     cpu: impl Fn() -> Vec<f64>,
@@ -303,8 +349,10 @@ where
     let n = (w.rate * seconds) as usize;
     let private_before = private();
     let mut clients = Vec::with_capacity(w.clients);
-    for _ in 0..w.clients {
-        clients.push(lean_client(url, n).await?);
+    for c in 0..w.clients {
+        let (first, step, count) = w.share(c, n);
+        let tenant = if w.tenants == 0 { 0 } else { first };
+        clients.push(lean_client(&url(tenant), count, first, step).await?);
     }
     let kib_per_stream =
         private().saturating_sub(private_before) as f64 / w.clients as f64 / 1024.0;
@@ -344,9 +392,15 @@ where
 }
 
 /// Opens a stream and reads `n` events in a task: whether they came complete and
-/// in order (by the `job-<i>` sequence), and each one's latency in µs. Keeps no
-/// text: 1,000 clients share the machine with the servers they measure.
-async fn lean_client(url: &str, n: usize) -> Result<tokio::task::JoinHandle<(bool, Vec<i64>)>> {
+/// in order (the `job-<i>` sequence `first`, `first + step`, …), and each one's
+/// latency in µs. Keeps no text: thousands of clients share the machine with the
+/// servers they measure.
+async fn lean_client(
+    url: &str,
+    n: usize,
+    first: usize,
+    step: usize,
+) -> Result<tokio::task::JoinHandle<(bool, Vec<i64>)>> {
     let resp = reqwest::Client::new()
         .get(url)
         .header("accept", "text/event-stream")
@@ -357,7 +411,7 @@ async fn lean_client(url: &str, n: usize) -> Result<tokio::task::JoinHandle<(boo
     }
     Ok(tokio::spawn(async move {
         let mut events = resp.bytes_stream().eventsource();
-        let (mut lat, mut next, mut ordered) = (Vec::with_capacity(n), 0usize, true);
+        let (mut lat, mut next, mut ordered) = (Vec::with_capacity(n), first, true);
         while lat.len() < n {
             let Ok(Some(Ok(e))) =
                 tokio::time::timeout(Duration::from_secs(30), events.next()).await
@@ -368,7 +422,7 @@ async fn lean_client(url: &str, n: usize) -> Result<tokio::task::JoinHandle<(boo
                 continue;
             };
             ordered &= job_number(&e.data) == Some(next);
-            next += 1;
+            next += step;
             lat.push(now_us() - sent);
         }
         (ordered && lat.len() == n, lat)
@@ -489,8 +543,8 @@ http {{
   server {{
     listen 127.0.0.1:{port};
     location = /ready {{ return 200 "ok"; }}
-    location = /pub {{ nchan_publisher; nchan_channel_id bench; nchan_message_buffer_length 100; }}
-    location = /sub {{ nchan_subscriber eventsource; nchan_channel_id bench; nchan_subscriber_first_message newest; }}
+    location ~ ^/pub/([a-z0-9-]+)$ {{ nchan_publisher; nchan_channel_id $1; nchan_message_buffer_length 100; }}
+    location ~ ^/sub/([a-z0-9-]+)$ {{ nchan_subscriber eventsource; nchan_channel_id $1; nchan_subscriber_first_message newest; }}
   }}
 }}
 "#,

@@ -4,7 +4,7 @@
 
 use crate::procs::{until, Proc};
 use anyhow::Result;
-use crm_events_contracts::envelope::{Envelope, RawRecord};
+use crm_events_contracts::envelope::{Audience, Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use crm_events_harness::mock_kafka::Kafka;
 use crm_events_harness::redis_server::RedisServer;
@@ -128,6 +128,7 @@ fn envelopes(values: &[String], parts: usize) -> Vec<String> {
                 },
                 [],
                 1 << 20,
+                Audience::Operator,
             )
             .to_json()
         })

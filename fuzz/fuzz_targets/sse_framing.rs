@@ -4,7 +4,7 @@
 //! field), and a client reading it gets the data back.
 #![no_main]
 
-use crm_events_contracts::envelope::{encode_record, RawRecord};
+use crm_events_contracts::envelope::{encode_record, Audience, RawRecord};
 use crm_events_contracts::sse;
 use libfuzzer_sys::fuzz_target;
 
@@ -19,7 +19,7 @@ fuzz_target!(|data: &[u8]| {
         key: Some(key),
         value: Some(value),
     };
-    let envelope = encode_record(record, [("crm-outbox-id", Some(key))], 1 << 20);
+    let envelope = encode_record(record, [("crm-outbox-id", Some(key))], 1 << 20, Audience::Operator);
     assert!(!envelope.contains('\n') && !envelope.contains('\r'));
     serde_json::from_str::<serde_json::Value>(&envelope).expect("the envelope is JSON");
 

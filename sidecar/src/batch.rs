@@ -1,12 +1,13 @@
 //! Records become envelopes, envelopes become batches.
 
-use crm_events_contracts::envelope::{encode_record, RawRecord};
+use crm_events_contracts::envelope::{encode_record, Audience, RawRecord};
 use crm_events_contracts::outbox;
+use crm_events_contracts::tenant::tenant_of_value;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use std::collections::BTreeMap;
 
 /// One record, ready to write.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Event {
     /// Kafka partition.
     pub partition: i32,
@@ -19,6 +20,17 @@ pub struct Event {
     /// The outbox row id of a record the outbox publisher produced
     /// ([`crm_events_contracts::outbox::OUTBOX_ID_HEADER`]).
     pub outbox_id: Option<i64>,
+    /// The tenant's copy, for events with a tenant: its stream gets it.
+    pub tenant: Option<TenantCopy>,
+}
+
+/// An event as its tenant's stream holds it.
+#[derive(Debug, Clone, Default)]
+pub struct TenantCopy {
+    /// The tenant (the value's `TenantId`).
+    pub id: String,
+    /// The tenant's cut of the envelope ([`Audience::Tenant`]).
+    pub envelope: String,
 }
 
 impl Event {
@@ -30,24 +42,34 @@ impl Event {
             .unwrap_or_default();
         let timestamp = msg.timestamp().to_millis();
         let outbox_id = outbox::outbox_id(headers.iter().copied());
-        let envelope = encode_record(
-            RawRecord {
-                topic: msg.topic(),
-                partition: msg.partition(),
-                offset: msg.offset(),
-                timestamp,
-                key: msg.key(),
-                value: msg.payload(),
-            },
-            headers,
-            max_value_bytes,
-        );
+        let record = RawRecord {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp,
+            key: msg.key(),
+            value: msg.payload(),
+        };
+        let tenant = msg
+            .payload()
+            .and_then(tenant_of_value)
+            .map(|id| TenantCopy {
+                id,
+                envelope: encode_record(
+                    record,
+                    headers.iter().copied(),
+                    max_value_bytes,
+                    Audience::Tenant,
+                ),
+            });
+        let envelope = encode_record(record, headers, max_value_bytes, Audience::Operator);
         Self {
             partition: msg.partition(),
             offset: msg.offset(),
             timestamp,
             envelope,
             outbox_id,
+            tenant,
         }
     }
 }
@@ -81,6 +103,16 @@ impl Batch {
         self.events.is_empty()
     }
 
+    /// The lowest offset of each partition in the batch.
+    pub fn first_offsets(&self) -> BTreeMap<i32, i64> {
+        let mut first = BTreeMap::new();
+        for e in &self.events {
+            let o = first.entry(e.partition).or_insert(e.offset);
+            *o = (*o).min(e.offset);
+        }
+        first
+    }
+
     /// The highest offset of each partition in the batch.
     pub fn last_offsets(&self) -> BTreeMap<i32, i64> {
         let mut last = BTreeMap::new();
@@ -102,7 +134,7 @@ mod tests {
             offset,
             timestamp: None,
             envelope: "{}".into(),
-            outbox_id: None,
+            ..Event::default()
         }
     }
 

@@ -26,6 +26,27 @@ pub struct RelayConfig {
     /// Redis URL (redis:// or rediss://, with credentials if needed).
     #[arg(long, env = "REDIS_URL", default_value = "redis://redis:6379")]
     pub redis_url: String,
+    /// Redis servers holding the tenant streams (comma-separated URLs): a tenant's
+    /// stream lives on the one its id hashes to. Empty: REDIS_URL holds them. Must
+    /// list the same servers, in the same order, as the app's redis_shards.
+    #[arg(long, env = "REDIS_SHARDS", default_value = "")]
+    pub redis_shards: String,
+    /// Keep the all-tenants stream (operators' `*` tokens and the viewer's operator
+    /// mode read it; events without a tenant go only there). false: tenant streams
+    /// only.
+    #[arg(long, env = "ALL_TENANTS_STREAM", default_value_t = true, action = clap::ArgAction::Set)]
+    pub all_tenants_stream: bool,
+    /// Write each event with a tenant to its tenant's stream as well.
+    #[arg(long, env = "TENANT_STREAMS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub tenant_streams: bool,
+    /// Entries each tenant stream keeps at most (0: no count limit); it may exceed
+    /// this by 1% between trims.
+    #[arg(long, env = "TENANT_STREAM_MAXLEN", default_value_t = 10_000)]
+    pub tenant_stream_maxlen: u64,
+    /// How long a tenant stream keeps an entry, seconds (0: no age limit). A stream
+    /// with no event for this long expires whole.
+    #[arg(long, env = "TENANT_RETENTION_SECONDS", default_value_t = crm_events_contracts::tenant::DEFAULT_RETENTION_SECONDS)]
+    pub tenant_retention_seconds: u64,
     /// Prefix of every Redis key; must match the app's key_prefix.
     #[arg(long, env = "KEY_PREFIX", default_value = DEFAULT_PREFIX)]
     pub key_prefix: String,
@@ -58,6 +79,11 @@ pub struct RelayConfig {
 }
 
 impl RelayConfig {
+    /// The Redis servers of the tenant streams (REDIS_URL when none are listed).
+    pub fn shards(&self) -> Vec<String> {
+        crm_events_contracts::tenant::parse_shards(&self.redis_shards, &self.redis_url)
+    }
+
     /// Linger as a duration.
     pub fn linger(&self) -> Duration {
         Duration::from_millis(self.batch_linger_ms)

@@ -18,6 +18,7 @@
 
 use crate::telemetry::Telemetry;
 use crm_events_contracts::keys::Keys;
+use crm_events_native::logging::redact_url;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{
@@ -36,13 +37,21 @@ pub type RelayConsumer = StreamConsumer<RelayContext>;
 
 /// Callbacks from librdkafka: rebalances, statistics (lag), errors.
 pub struct RelayContext {
-    redis: redis::Client,
-    keys: Keys,
+    /// Each destination's Redis and watermark hash.
+    watermarks: Vec<(redis::Client, Watermarks)>,
     telemetry: Arc<Telemetry>,
     /// The stream's length limit (how far back a lost stream reached).
     maxlen: u64,
-    /// Set when a partition's stream is found gone at assignment.
-    lost_at_start: Arc<AtomicBool>,
+}
+
+/// Where one destination keeps its watermarks.
+pub struct Watermarks {
+    /// Its Redis.
+    pub redis_url: String,
+    /// Its watermark hash.
+    pub key: String,
+    /// Set when its watermarks are found gone at assignment.
+    pub lost_at_start: Arc<AtomicBool>,
 }
 
 impl ClientContext for RelayContext {
@@ -111,25 +120,25 @@ impl ConsumerContext for RelayContext {
 }
 
 impl RelayContext {
-    /// Sets each partition's start offset to its watermark + 1, where there is one;
-    /// where there is none, see [`Unwritten`].
+    /// Sets each partition's start offset to its watermark + 1 (the least over the
+    /// destinations), where every destination has one; where one has none, see
+    /// [`Unwritten`].
     fn start_at_watermarks(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         if tpl.count() == 0 {
             return;
         }
-        let marks: redis::RedisResult<HashMap<String, i64>> = self
-            .redis
-            .get_connection_with_timeout(std::time::Duration::from_secs(3))
-            .and_then(|mut c| redis::cmd("HGETALL").arg(self.keys.offsets()).query(&mut c));
-        let marks = match marks {
-            Ok(marks) => marks,
-            // The write script still skips what the stream has; only re-reading is
-            // not avoided.
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot read watermarks at assignment; starting at committed offsets");
-                return;
+        let mut all = Vec::new();
+        for (client, w) in &self.watermarks {
+            match read_watermarks(client, &w.key) {
+                Ok(marks) => all.push(marks),
+                // The writers still skip what the streams have; only re-reading is
+                // not avoided.
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read watermarks at assignment; starting at committed offsets");
+                    return;
+                }
             }
-        };
+        }
         let assigned: Vec<(String, i32)> = tpl
             .elements()
             .iter()
@@ -137,19 +146,46 @@ impl RelayContext {
             .collect();
         let mut missing = Vec::new();
         for (topic, partition) in assigned {
-            match marks.get(&Keys::offsets_field(&topic, partition)) {
-                Some(mark) => set_start(tpl, &topic, partition, mark + 1),
-                None => missing.push((topic, partition)),
+            let field = Keys::offsets_field(&topic, partition);
+            let marks: Vec<Option<i64>> = all.iter().map(|m| m.get(&field).copied()).collect();
+            let least = marks.iter().flatten().min().copied();
+            if marks.iter().all(Option::is_some) {
+                set_start(tpl, &topic, partition, least.unwrap_or(-1) + 1);
+            } else {
+                let lacking = marks.iter().map(Option::is_none).collect();
+                missing.push(Missing {
+                    topic,
+                    partition,
+                    least,
+                    lacking,
+                });
             }
         }
         // A field is `<topic>/<partition>`; Kafka's topic names have no `/`.
         let written = |topic: &str| {
-            marks
-                .keys()
+            all.iter()
+                .flat_map(|m| m.keys())
                 .any(|f| f.rsplit_once('/').is_some_and(|(t, _)| t == topic))
         };
         self.start_unwritten(consumer, tpl, &missing, written);
     }
+}
+
+/// Reads one destination's watermark hash.
+fn read_watermarks(client: &redis::Client, key: &str) -> redis::RedisResult<HashMap<String, i64>> {
+    client
+        .get_connection_with_timeout(std::time::Duration::from_secs(3))
+        .and_then(|mut c| redis::cmd("HGETALL").arg(key).query(&mut c))
+}
+
+/// A partition some destination has no watermark for.
+struct Missing {
+    topic: String,
+    partition: i32,
+    /// The least watermark of the destinations that have one.
+    least: Option<i64>,
+    /// Per destination: it has none.
+    lacking: Vec<bool>,
 }
 
 /// Where a partition with no watermark in Redis starts.
@@ -186,15 +222,15 @@ impl RelayContext {
         &self,
         consumer: &BaseConsumer<Self>,
         tpl: &mut TopicPartitionList,
-        missing: &[(String, i32)],
+        missing: &[Missing],
         topic_written: impl Fn(&str) -> bool,
     ) {
         if missing.is_empty() {
             return;
         }
         let mut ask = TopicPartitionList::new();
-        for (topic, p) in missing {
-            ask.add_partition(topic, *p);
+        for m in missing {
+            ask.add_partition(&m.topic, m.partition);
         }
         let Ok(committed) = consumer.committed_offsets(ask, std::time::Duration::from_secs(5))
         else {
@@ -206,16 +242,27 @@ impl RelayContext {
                 _ => None,
             };
             let (topic, partition) = (e.topic(), e.partition());
+            let Some(m) = missing
+                .iter()
+                .find(|m| m.topic == topic && m.partition == partition)
+            else {
+                continue;
+            };
             match Unwritten::classify(commit, topic_written(topic), self.maxlen) {
                 Unwritten::Lost { from } => {
                     tracing::warn!(
                         partition,
                         committed = commit,
                         from,
-                        "no watermark but a committed offset: the stream was lost, reading again"
+                        "no watermark but a committed offset: the stream was lost (or is new), reading again"
                     );
+                    let from = m.least.map_or(from, |least| from.min(least + 1));
                     set_start(tpl, topic, partition, from);
-                    self.lost_at_start.store(true, Ordering::Relaxed);
+                    for ((_, w), lacking) in self.watermarks.iter().zip(&m.lacking) {
+                        if *lacking {
+                            w.lost_at_start.store(true, Ordering::Relaxed);
+                        }
+                    }
                 }
                 Unwritten::New => {
                     tracing::info!(
@@ -224,7 +271,11 @@ impl RelayContext {
                     );
                     set_position(tpl, topic, partition, Offset::Beginning);
                 }
-                Unwritten::FirstStart => {}
+                Unwritten::FirstStart => {
+                    if let Some(least) = m.least {
+                        set_start(tpl, topic, partition, least + 1);
+                    }
+                }
             }
         }
     }
@@ -249,40 +300,36 @@ fn partition_list(tpl: &TopicPartitionList) -> Vec<(i32, Offset)> {
 
 /// What the consumer's rebalance needs besides the properties.
 pub struct Setup {
-    /// Redis (for the watermarks).
-    pub redis_url: String,
-    /// The key names.
-    pub keys: Keys,
+    /// Each destination's watermarks.
+    pub watermarks: Vec<Watermarks>,
     /// Metrics and health.
     pub telemetry: Arc<Telemetry>,
     /// `STREAM_MAXLEN`.
     pub maxlen: u64,
-    /// Shared with the writer: a stream found gone at assignment.
-    pub lost_at_start: Arc<AtomicBool>,
 }
 
 /// Creates the consumer (not yet subscribed).
 pub fn create(properties: &[(String, String)], setup: Setup) -> KafkaResult<RelayConsumer> {
     let Setup {
-        redis_url,
-        keys,
+        watermarks,
         telemetry,
         maxlen,
-        lost_at_start,
     } = setup;
-    let redis_url = redis_url.as_str();
     let mut config = ClientConfig::new();
     for (k, v) in properties {
         config.set(k, v);
     }
-    let redis = redis::Client::open(redis_url)
-        .map_err(|e| KafkaError::ClientCreation(format!("REDIS_URL {redis_url:?}: {e}")))?;
+    let mut clients = Vec::new();
+    for w in watermarks {
+        let client = redis::Client::open(w.redis_url.as_str()).map_err(|e| {
+            KafkaError::ClientCreation(format!("Redis URL {}: {e}", redact_url(&w.redis_url)))
+        })?;
+        clients.push((client, w));
+    }
     config.create_with_context(RelayContext {
-        redis,
-        keys,
+        watermarks: clients,
         telemetry,
         maxlen,
-        lost_at_start,
     })
 }
 

@@ -17,7 +17,7 @@ use crate::config::RelayConfig;
 use crate::consumer::{self, RelayConsumer};
 use crate::continuity::Continuity;
 use crate::telemetry::Telemetry;
-use crate::writer::{self, Outcome, Writer};
+use crate::writer::{self, Layout, Outcome, TenantShard, Writer};
 use anyhow::{Context, Result};
 use crm_events_contracts::keys::Keys;
 use crm_events_native::logging::redact_url;
@@ -36,6 +36,65 @@ use tokio::task::JoinHandle;
 /// When the writer must stop retrying: unset while running, set at shutdown.
 type GiveUpAt = Arc<Mutex<Option<Instant>>>;
 
+/// Batches a destination may hold unwritten while its Redis is away (the others
+/// write on meanwhile; past it the consumer waits, and Kafka keeps the rest).
+const QUEUE_BATCHES: usize = 256;
+
+/// One Redis the relay writes: the all-tenants stream, or one shard's tenant streams.
+pub struct Destination {
+    /// Its URL (credentials and all; logged redacted).
+    pub url: String,
+    /// The writer, with its layout.
+    pub writer: Writer,
+    /// Set at assignment when its watermarks are gone (see [`crate::consumer`]).
+    pub lost_at_start: Arc<AtomicBool>,
+}
+
+/// The destinations `config` asks for: the all-tenants stream on `REDIS_URL`, then
+/// each shard of `REDIS_SHARDS`.
+pub fn destinations(config: &RelayConfig, keys: &Keys) -> Result<Vec<Destination>> {
+    anyhow::ensure!(
+        config.all_tenants_stream || config.tenant_streams,
+        "ALL_TENANTS_STREAM and TENANT_STREAMS are both false: there is nothing to write"
+    );
+    let writer = |lost: &Arc<AtomicBool>| {
+        Writer::new(
+            keys.clone(),
+            &config.kafka.topic,
+            config.stream_maxlen,
+            config.outbox_dedup_window,
+            Continuity::new(config.stream_maxlen, lost.clone()),
+        )
+    };
+    let mut all = Vec::new();
+    if config.all_tenants_stream {
+        let lost = Arc::default();
+        all.push(Destination {
+            url: config.redis_url.clone(),
+            writer: writer(&lost),
+            lost_at_start: lost,
+        });
+    }
+    let shards = config.shards();
+    if config.tenant_streams {
+        for (index, url) in shards.iter().enumerate() {
+            let lost = Arc::default();
+            let layout = Layout::Tenants(TenantShard {
+                index,
+                count: shards.len(),
+                maxlen: config.tenant_stream_maxlen,
+                retention_ms: config.tenant_retention_seconds.saturating_mul(1000),
+            });
+            all.push(Destination {
+                url: url.clone(),
+                writer: writer(&lost).with_layout(layout),
+                lost_at_start: lost,
+            });
+        }
+    }
+    Ok(all)
+}
+
 /// Runs the relay until `shutdown` resolves.
 pub async fn run(
     config: RelayConfig,
@@ -44,14 +103,14 @@ pub async fn run(
 ) -> Result<()> {
     tokio::pin!(shutdown);
     let keys = Keys::new(&config.key_prefix);
+    let destinations = destinations(&config, &keys)?;
     let conn = tokio::select! {
         c = writer::connect(&config.redis_url, None) => c?,
         _ = &mut shutdown => return Ok(()),
     };
     telemetry.set_redis_ok(true);
-    tracing::info!(redis = %redact_url(&config.redis_url), "connected to Redis");
-    let lost_at_start = Arc::new(AtomicBool::new(false));
-    let consumer = subscribe(&config, &keys, &telemetry, &lost_at_start)?;
+    tracing::info!(redis = %redact_url(&config.redis_url), shards = config.shards().len(), "connected to Redis");
+    let consumer = subscribe(&config, &telemetry, &destinations)?;
 
     let (stop_heartbeat, stop_rx) = watch::channel(false);
     let heartbeat = tokio::spawn(heartbeat_loop(
@@ -62,31 +121,24 @@ pub async fn run(
         stop_rx,
     ));
     let give_up_at = GiveUpAt::default();
-    let (tx, rx) = mpsc::channel::<Batch>(2);
     let (rewind_tx, rewind_rx) = mpsc::unbounded_channel::<Rewind>();
-    let writer = Writer::new(
-        keys,
-        &config.kafka.topic,
-        config.stream_maxlen,
-        config.outbox_dedup_window,
-        Continuity::new(config.stream_maxlen, lost_at_start),
-    );
-    let channels = (rx, rewind_tx);
-    let writer = spawn_writer(
-        &config,
-        writer,
-        &consumer,
-        &telemetry,
-        channels,
-        &give_up_at,
-    )
-    .await?;
+    let shared = Arc::new(Shared {
+        consumer: consumer.clone(),
+        telemetry: telemetry.clone(),
+        give_up_at: give_up_at.clone(),
+        progress: Mutex::new(vec![BTreeMap::new(); destinations.len()]),
+        rewinds: Mutex::new((0, rewind_tx)),
+    });
+    let (senders, writers) = match spawn_writers(destinations, &shared, &mut shutdown).await {
+        Some(started) => started,
+        None => return Ok(()),
+    };
 
     let pending = consume(
         &config,
         &consumer,
         &telemetry,
-        (&tx, rewind_rx),
+        (&senders, rewind_rx),
         &mut shutdown,
     )
     .await;
@@ -94,7 +146,7 @@ pub async fn run(
     let timeout = Duration::from_secs(config.shutdown_timeout_seconds);
     let stop_by = Instant::now() + timeout;
     *give_up_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(stop_by);
-    let written = finish_writes(tx, pending, writer, timeout).await;
+    let written = finish_writes(senders, pending, writers, timeout).await;
     let _ = stop_heartbeat.send(true);
     let _ = heartbeat.await;
     if written.is_ok() {
@@ -134,16 +186,20 @@ async fn close_consumer(consumer: Arc<RelayConsumer>, timeout: Duration) {
 /// Creates the consumer and subscribes it to the topic.
 fn subscribe(
     config: &RelayConfig,
-    keys: &Keys,
     telemetry: &Arc<Telemetry>,
-    lost_at_start: &Arc<AtomicBool>,
+    destinations: &[Destination],
 ) -> Result<Arc<RelayConsumer>> {
     let setup = consumer::Setup {
-        redis_url: config.redis_url.clone(),
-        keys: keys.clone(),
+        watermarks: destinations
+            .iter()
+            .map(|d| consumer::Watermarks {
+                redis_url: d.url.clone(),
+                key: d.writer.offsets_key(),
+                lost_at_start: d.lost_at_start.clone(),
+            })
+            .collect(),
         telemetry: telemetry.clone(),
         maxlen: config.stream_maxlen,
-        lost_at_start: lost_at_start.clone(),
     };
     let consumer = consumer::create(&config.kafka_properties(), setup)
         .context("creating the Kafka consumer")?;
@@ -154,24 +210,90 @@ fn subscribe(
     Ok(Arc::new(consumer))
 }
 
-/// Starts the writer task on a connection of its own (`WATCH` is per connection).
-async fn spawn_writer(
-    config: &RelayConfig,
-    writer: Writer,
-    consumer: &Arc<RelayConsumer>,
-    telemetry: &Arc<Telemetry>,
-    channels: (mpsc::Receiver<Batch>, mpsc::UnboundedSender<Rewind>),
-    give_up_at: &GiveUpAt,
-) -> Result<JoinHandle<Result<()>>> {
-    let conn = writer::connect(&config.redis_url, None).await?;
-    Ok(tokio::spawn(write_loop(
-        channels,
-        conn,
-        consumer.clone(),
-        writer,
-        telemetry.clone(),
-        give_up_at.clone(),
-    )))
+/// What every destination's writer task shares.
+struct Shared {
+    consumer: Arc<RelayConsumer>,
+    telemetry: Arc<Telemetry>,
+    give_up_at: GiveUpAt,
+    /// Per destination, the last offset it wrote per partition: Kafka is committed
+    /// to the least of them.
+    progress: Mutex<Vec<BTreeMap<i32, i64>>>,
+    /// The rewinds asked for so far, and where they go (one lock, so the consumer
+    /// gets them in the order their generations were handed out).
+    rewinds: Mutex<(u64, mpsc::UnboundedSender<Rewind>)>,
+}
+
+impl Shared {
+    /// Records that destination `dest` wrote `batch`; returns the offsets every
+    /// destination now has, for the batch's partitions (those Kafka may forget).
+    fn wrote(&self, dest: usize, batch: &Batch) -> BTreeMap<i32, i64> {
+        let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+        let last = batch.last_offsets();
+        for (p, o) in &last {
+            let done = progress[dest].entry(*p).or_insert(*o);
+            *done = (*done).max(*o);
+        }
+        last.keys()
+            .filter_map(|p| {
+                let each: Option<Vec<i64>> = progress.iter().map(|d| d.get(p).copied()).collect();
+                Some((*p, each?.into_iter().min()?))
+            })
+            .collect()
+    }
+
+    /// Destination `dest` lost data and must read again from `from`: the consumer
+    /// seeks there, or further back where another destination has not written yet
+    /// (its queued batches of before are dropped too). Returns the generation of
+    /// batches read after the seek.
+    fn rewind(&self, dest: usize, mut from: BTreeMap<i32, i64>) -> u64 {
+        {
+            let mut progress = self.progress.lock().unwrap_or_else(|p| p.into_inner());
+            for (p, o) in &from {
+                progress[dest].insert(*p, o - 1);
+            }
+            for (p, o) in from.iter_mut() {
+                for done in progress.iter() {
+                    if let Some(d) = done.get(p) {
+                        *o = (*o).min(d + 1);
+                    }
+                }
+            }
+        }
+        let mut rewinds = self.rewinds.lock().unwrap_or_else(|p| p.into_inner());
+        rewinds.0 += 1;
+        let generation = rewinds.0;
+        let _ = rewinds.1.send(Rewind {
+            generation,
+            offsets: from,
+        });
+        generation
+    }
+}
+
+/// Starts a writer task per destination, each on a connection of its own (`WATCH`
+/// is per connection); `None` when `shutdown` came first.
+async fn spawn_writers(
+    destinations: Vec<Destination>,
+    shared: &Arc<Shared>,
+    shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+) -> Option<(Vec<mpsc::Sender<Arc<Batch>>>, Vec<JoinHandle<Result<()>>>)> {
+    let (mut senders, mut tasks) = (Vec::new(), Vec::new());
+    for (index, d) in destinations.into_iter().enumerate() {
+        let conn = tokio::select! {
+            c = writer::connect(&d.url, None) => c.ok()?,
+            _ = shutdown.as_mut() => return None,
+        };
+        let (tx, rx) = mpsc::channel(QUEUE_BATCHES);
+        senders.push(tx);
+        tasks.push(tokio::spawn(write_loop(
+            index,
+            rx,
+            conn,
+            d.writer,
+            shared.clone(),
+        )));
+    }
+    Some((senders, tasks))
 }
 
 /// The writer found that Redis lost data: the consumer reads again from these
@@ -247,7 +369,7 @@ async fn consume(
     config: &RelayConfig,
     consumer: &RelayConsumer,
     telemetry: &Telemetry,
-    (tx, mut rewinds): (&mpsc::Sender<Batch>, mpsc::UnboundedReceiver<Rewind>),
+    (senders, mut rewinds): (&[mpsc::Sender<Arc<Batch>>], mpsc::UnboundedReceiver<Rewind>),
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> Pending {
     let mut batcher = Batcher::new(config.batch_max as usize, config.linger());
@@ -270,7 +392,7 @@ async fn consume(
             }
         };
         if let Some(batch) = full {
-            if tx.send(batch).await.is_err() {
+            if !hand_over(senders, batch).await {
                 return Pending {
                     batch: Batch::default(),
                     writer_gone: true,
@@ -282,6 +404,18 @@ async fn consume(
         batch: batcher.take(),
         writer_gone: false,
     }
+}
+
+/// Gives the batch to every destination's writer, in order; `false` when a writer
+/// is gone.
+async fn hand_over(senders: &[mpsc::Sender<Arc<Batch>>], batch: Batch) -> bool {
+    let batch = Arc::new(batch);
+    for tx in senders {
+        if tx.send(batch.clone()).await.is_err() {
+            return false;
+        }
+    }
+    true
 }
 
 /// Counts a consumed record and turns it into an event.
@@ -299,11 +433,11 @@ fn kafka_error(telemetry: &Telemetry, e: rdkafka::error::KafkaError) {
     telemetry.set_kafka_error(Some(e.to_string()));
 }
 
-/// Hands the last batch to the writer and waits for it, within `timeout`.
+/// Hands the last batch to the writers and waits for them, within `timeout`.
 async fn finish_writes(
-    tx: mpsc::Sender<Batch>,
+    senders: Vec<mpsc::Sender<Arc<Batch>>>,
     pending: Pending,
-    writer: JoinHandle<Result<()>>,
+    writers: Vec<JoinHandle<Result<()>>>,
     timeout: Duration,
 ) -> Result<()> {
     tracing::info!(
@@ -311,15 +445,28 @@ async fn finish_writes(
         "stopping: writing the last batch"
     );
     if !pending.writer_gone && !pending.batch.is_empty() {
-        let _ = tokio::time::timeout(timeout, tx.send(pending.batch)).await;
+        let _ = tokio::time::timeout(timeout, hand_over(&senders, pending.batch)).await;
     }
-    drop(tx);
-    match tokio::time::timeout(timeout + Duration::from_secs(1), writer).await {
-        Ok(Ok(Ok(()))) => Ok(()),
-        Ok(Ok(Err(e))) => Err(e).context("writer stopped with a batch it could not write (it was not committed and will be read again)"),
-        Ok(Err(e)) => Err(e).context("writer task failed"),
+    drop(senders);
+    let all = async {
+        let mut results = Vec::new();
+        for w in writers {
+            results.push(w.await);
+        }
+        results
+    };
+    let results = match tokio::time::timeout(timeout + Duration::from_secs(1), all).await {
+        Ok(results) => results,
         Err(_) => anyhow::bail!("the last batch did not reach Redis within {timeout:?}; it was not committed and will be read again"),
+    };
+    for result in results {
+        match result {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(e).context("writer stopped with a batch it could not write (it was not committed and will be read again)"),
+            Err(e) => return Err(e).context("writer task failed"),
+        }
     }
+    Ok(())
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -332,16 +479,16 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
 /// How often an idle writer checks that Redis still holds what it wrote.
 const CHECK_EVERY: Duration = Duration::from_secs(2);
 
-/// Writes each batch, then commits its offsets: only then may Kafka forget them.
-/// Between batches it checks every [`CHECK_EVERY`] that Redis kept what it wrote;
-/// when Redis lost data (a new epoch), it has the consumer rewind.
+/// Writes each batch to one destination, then commits what every destination has:
+/// only then may Kafka forget it. Between batches it checks every [`CHECK_EVERY`]
+/// that Redis kept what it wrote; when Redis lost data (a new epoch), it has the
+/// consumer rewind.
 async fn write_loop(
-    (mut rx, rewinds): (mpsc::Receiver<Batch>, mpsc::UnboundedSender<Rewind>),
+    dest: usize,
+    mut rx: mpsc::Receiver<Arc<Batch>>,
     mut conn: ConnectionManager,
-    consumer: Arc<RelayConsumer>,
     mut writer: Writer,
-    telemetry: Arc<Telemetry>,
-    give_up_at: GiveUpAt,
+    shared: Arc<Shared>,
 ) -> Result<()> {
     let mut generation = 0;
     let mut check = tokio::time::interval(CHECK_EVERY);
@@ -352,12 +499,13 @@ async fn write_loop(
                 Some(b) => b,
                 None => return Ok(()),
             },
-            _ = check.tick() => Batch { generation, ..Batch::default() },
+            _ = check.tick() => Arc::new(Batch { generation, ..Batch::default() }),
         };
         if batch.generation < generation {
-            continue; // Read before the latest rewind: it is read again.
+            continue; // Read before this destination's rewind: it is read again.
         }
-        let give_up = || *give_up_at.lock().unwrap_or_else(|p| p.into_inner());
+        let telemetry = &shared.telemetry;
+        let give_up = || *shared.give_up_at.lock().unwrap_or_else(|p| p.into_inner());
         let on_error = |_: &redis::RedisError| {
             telemetry.errors.with_label_values(&["redis"]).inc();
             telemetry.set_redis_ok(false);
@@ -365,27 +513,39 @@ async fn write_loop(
         match writer.write(&mut conn, &batch, give_up, on_error).await? {
             (Outcome::Written(_), _) if batch.is_empty() => {}
             (Outcome::Written(written), latency) => {
-                telemetry.observe_write(&batch, written, latency);
-                commit(&consumer, writer.topic(), &batch, &telemetry);
+                if dest == 0 {
+                    telemetry.observe_write(&batch, written, latency);
+                }
+                let everywhere = shared.wrote(dest, &batch);
+                commit(&shared.consumer, writer.topic(), &everywhere, telemetry);
             }
-            (Outcome::Rewind(offsets), _) => {
-                generation += 1;
+            (Outcome::Rewind(mut offsets), _) => {
+                // The batch that found the loss is read again too.
+                for (p, first) in batch.first_offsets() {
+                    let o = offsets.entry(p).or_insert(first);
+                    *o = (*o).min(first);
+                }
                 telemetry.redis_lost.inc();
-                let _ = rewinds.send(Rewind {
-                    generation,
-                    offsets,
-                });
+                generation = shared.rewind(dest, offsets);
             }
         }
     }
 }
 
-/// Commits the offsets after the batch (asynchronously: the watermark in Redis is
-/// what prevents duplicates; the commit only saves re-reading).
-fn commit(consumer: &RelayConsumer, topic: &str, batch: &Batch, telemetry: &Telemetry) {
+/// Commits `offsets` (the last written per partition), asynchronously: the
+/// watermark in Redis is what prevents duplicates; the commit only saves re-reading.
+fn commit(
+    consumer: &RelayConsumer,
+    topic: &str,
+    offsets: &BTreeMap<i32, i64>,
+    telemetry: &Telemetry,
+) {
+    if offsets.is_empty() {
+        return;
+    }
     let mut tpl = TopicPartitionList::new();
-    for (partition, offset) in batch.last_offsets() {
-        let _ = tpl.add_partition_offset(topic, partition, Offset::Offset(offset + 1));
+    for (partition, offset) in offsets {
+        let _ = tpl.add_partition_offset(topic, *partition, Offset::Offset(offset + 1));
     }
     if let Err(e) = consumer.commit(&tpl, CommitMode::Async) {
         telemetry.errors.with_label_values(&["commit"]).inc();
@@ -426,7 +586,7 @@ mod tests {
             offset,
             timestamp: None,
             envelope: "{}".into(),
-            outbox_id: None,
+            ..Event::default()
         }
     }
 

@@ -20,6 +20,12 @@
 //! and watermarks, see [`crate::continuity`]): when it lost data, the writer starts
 //! a new epoch of the stream and asks the relay to rewind the consumer.
 //!
+//! A writer keeps either the all-tenants stream or the tenant streams of one shard
+//! ([`Layout`]); the relay runs one per Redis it writes, each with its own
+//! connection, watermarks, dedup window and epoch. A tenant-shard writer adds each
+//! of its events to its tenant's stream with [`APPEND`], one script per tenant in the
+//! same `MULTI`, which also opens the stream's epoch and trims it by age and count.
+//!
 //! Trimming keeps `STREAM_MAXLEN` entries once the stream is 1% over it, exactly, and
 //! records the newest trimmed id (Redis does not move `max-deleted-entry-id` on
 //! trims): a client resuming before it is told about the gap. The writer remembers
@@ -30,6 +36,7 @@ use crate::batch::{Batch, Event};
 use crate::continuity::{new_epoch, Continuity, Verdict};
 use crm_events_contracts::envelope::epoch_marker;
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
+use crm_events_contracts::tenant::shard_of;
 use crm_events_native::backoff::Backoff;
 use redis::aio::ConnectionManager;
 use redis::Value;
@@ -41,6 +48,74 @@ use std::time::{Duration, Instant};
 pub fn trim_slack(maxlen: u64) -> u64 {
     (maxlen / 100).max(1)
 }
+
+/// Which streams a writer keeps.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Layout {
+    /// The all-tenants stream (operators): every event, the operator's envelope.
+    AllTenants,
+    /// The tenant streams of one shard: the events whose tenant lives there.
+    Tenants(TenantShard),
+}
+
+/// One shard of tenant streams and their retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TenantShard {
+    /// This shard's index in the shard list.
+    pub index: usize,
+    /// How many shards there are.
+    pub count: usize,
+    /// Entries each tenant stream keeps at most (0: no count limit).
+    pub maxlen: u64,
+    /// How long an entry stays, ms (0: no age limit); a stream with no write for
+    /// this long expires whole.
+    pub retention_ms: u64,
+}
+
+/// Appends a batch's events to one tenant's stream, in the writer's `MULTI`.
+/// Opens the stream's epoch first when it is not the shard's (an epoch marker entry,
+/// which streams in that epoch already skip); then trims by count (exactly to
+/// `maxlen` once 1% over) and by age, recording the newest trimmed id, and lets the
+/// stream's keys expire `retention` after this write.
+/// KEYS: stream, its epoch, its trim marker. ARGV: shard epoch, epoch marker,
+/// retention ms, maxlen, slack, envelopes…
+pub const APPEND: &str = r#"
+local stream, epoch_key, trimmed_key = KEYS[1], KEYS[2], KEYS[3]
+local retention, maxlen, slack = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if retention > 0 and redis.call('EXISTS', stream) == 0 and redis.call('EXISTS', trimmed_key) == 0 then
+  -- Begun (again): anything this tenant had before is older than the retention.
+  redis.call('SET', trimmed_key, string.format('%.0f-18446744073709551615', math.max(now - retention, 0)))
+end
+if redis.call('GET', epoch_key) ~= ARGV[1] then
+  redis.call('XADD', stream, '*', 'e', ARGV[2])
+  redis.call('SET', epoch_key, ARGV[1])
+end
+for i = 6, #ARGV do
+  redis.call('XADD', stream, '*', 'e', ARGV[i])
+end
+if maxlen > 0 then
+  local len = redis.call('XLEN', stream)
+  if len > maxlen + slack then
+    local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen)
+    redis.call('XTRIM', stream, 'MAXLEN', '=', maxlen)
+    redis.call('SET', trimmed_key, old[#old][1])
+  end
+end
+if retention > 0 then
+  local cutoff = now - retention
+  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+  if first and tonumber(string.match(first[1], '^%d+')) < cutoff then
+    local cut = string.format('%.0f-0', cutoff)
+    local last = redis.call('XREVRANGE', stream, '(' .. cut, '-', 'COUNT', 1)[1]
+    redis.call('XTRIM', stream, 'MINID', '=', cut)
+    if last then redis.call('SET', trimmed_key, last[1]) end
+  end
+  for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, retention) end
+end
+return 0
+"#;
 
 /// What one batch write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -76,6 +151,9 @@ struct Seen {
 /// `WATCH` is per connection.
 pub struct Writer {
     keys: Keys,
+    layout: Layout,
+    /// Why the current epoch began (the marker a tenant stream opens it with).
+    epoch_reason: String,
     topic: String,
     maxlen: u64,
     /// How many outbox ids the dedup window keeps (0: no dedup).
@@ -99,11 +177,59 @@ impl Writer {
     ) -> Self {
         Self {
             keys,
+            layout: Layout::AllTenants,
+            epoch_reason: "epoch_started".to_string(),
             topic: topic.to_string(),
             maxlen,
             dedup_window,
             recent: VecDeque::new(),
             continuity,
+        }
+    }
+
+    /// This writer for `layout` instead of the all-tenants stream.
+    pub fn with_layout(mut self, layout: Layout) -> Self {
+        self.layout = layout;
+        self
+    }
+
+    /// Which streams this writer keeps.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// The watermark hash of the streams this writer keeps.
+    pub fn offsets_key(&self) -> String {
+        match self.layout {
+            Layout::AllTenants => self.keys.offsets(),
+            Layout::Tenants(_) => self.keys.tenants_offsets(),
+        }
+    }
+
+    fn epoch_key(&self) -> String {
+        match self.layout {
+            Layout::AllTenants => self.keys.stream_epoch(),
+            Layout::Tenants(_) => self.keys.tenants_epoch(),
+        }
+    }
+
+    fn dedup_key(&self) -> String {
+        match self.layout {
+            Layout::AllTenants => self.keys.outbox_ids(),
+            Layout::Tenants(_) => self.keys.tenants_outbox_ids(),
+        }
+    }
+
+    /// The envelope `e` adds to this writer's streams (and the tenant whose stream
+    /// takes it), or `None` when it has no place here.
+    fn placed<'e>(&self, e: &'e Event) -> Option<(Option<&'e str>, &'e str)> {
+        match &self.layout {
+            Layout::AllTenants => Some((None, &e.envelope)),
+            Layout::Tenants(shard) => e
+                .tenant
+                .as_ref()
+                .filter(|t| shard_of(&t.id, shard.count) == shard.index)
+                .map(|t| (Some(t.id.as_str()), t.envelope.as_str())),
         }
     }
 
@@ -136,7 +262,7 @@ impl Writer {
                 Verdict::Create => Some(new_epoch()),
                 Verdict::Intact => None,
             };
-            let (fresh, duplicates) = fresh_events(batch, &seen);
+            let (fresh, duplicates) = fresh_events(batch, &seen, |e| self.placed(e).is_some());
             let moved = moved_watermarks(batch, &seen.marks);
             if moved.is_empty() && created.is_none() {
                 let () = redis::cmd("UNWATCH").query_async(conn).await?;
@@ -170,15 +296,16 @@ impl Writer {
     ) -> redis::RedisResult<bool> {
         let epoch = new_epoch();
         let mut tx = redis::pipe();
-        tx.atomic()
-            .set(self.keys.stream_epoch(), &epoch)
-            .ignore()
-            .cmd("XADD")
-            .arg(self.keys.stream())
-            .arg("*")
-            .arg(ENVELOPE_FIELD)
-            .arg(epoch_marker(&epoch, reason))
-            .ignore();
+        tx.atomic().set(self.epoch_key(), &epoch).ignore();
+        if self.layout == Layout::AllTenants {
+            // Tenant streams get their markers as they are next written (APPEND).
+            tx.cmd("XADD")
+                .arg(self.keys.stream())
+                .arg("*")
+                .arg(ENVELOPE_FIELD)
+                .arg(epoch_marker(&epoch, reason))
+                .ignore();
+        }
         if exec(conn, tx).await?.is_none() {
             return Ok(false);
         }
@@ -190,6 +317,7 @@ impl Writer {
         );
         // The ids of the stream before are no guide for trimming any more.
         self.recent.clear();
+        self.epoch_reason = reason.to_string();
         self.continuity.renewed(epoch, rewind);
         Ok(true)
     }
@@ -201,7 +329,8 @@ impl Writer {
         conn: &mut ConnectionManager,
         batch: &Batch,
     ) -> redis::RedisResult<Seen> {
-        let offsets_key = self.keys.offsets();
+        let offsets_key = self.offsets_key();
+        let (epoch_key, dedup_key) = (self.epoch_key(), self.dedup_key());
         let mut partitions: Vec<i32> = batch.last_offsets().into_keys().collect();
         partitions.extend(self.continuity.partitions());
         partitions.sort_unstable();
@@ -210,33 +339,35 @@ impl Writer {
             .iter()
             .map(|p| Keys::offsets_field(&self.topic, *p))
             .collect();
-        let ids: Vec<i64> = batch.events.iter().filter_map(|e| e.outbox_id).collect();
+        let ids: Vec<i64> = batch
+            .events
+            .iter()
+            .filter(|e| self.placed(e).is_some())
+            .filter_map(|e| e.outbox_id)
+            .collect();
         let dedup = self.dedup_window > 0 && !ids.is_empty();
         let mut watch = redis::cmd("WATCH");
-        watch.arg(&offsets_key).arg(self.keys.stream_epoch());
+        watch.arg(&offsets_key).arg(&epoch_key);
         if dedup {
-            watch.arg(self.keys.outbox_ids());
+            watch.arg(&dedup_key);
         }
         let () = watch.query_async(conn).await?;
         let (marks, epoch): (Vec<Option<i64>>, Option<String>) = if fields.is_empty() {
-            let epoch = redis::cmd("GET")
-                .arg(self.keys.stream_epoch())
-                .query_async(conn)
-                .await?;
+            let epoch = redis::cmd("GET").arg(&epoch_key).query_async(conn).await?;
             (Vec::new(), epoch)
         } else {
             redis::pipe()
                 .cmd("HMGET")
                 .arg(&offsets_key)
                 .arg(&fields)
-                .get(self.keys.stream_epoch())
+                .get(&epoch_key)
                 .query_async(conn)
                 .await?
         };
         let mut outbox_ids = HashSet::new();
         if dedup {
             let scores: Vec<Option<f64>> = redis::cmd("ZMSCORE")
-                .arg(self.keys.outbox_ids())
+                .arg(&dedup_key)
                 .arg(&ids)
                 .query_async(conn)
                 .await?;
@@ -257,9 +388,8 @@ impl Writer {
         })
     }
 
-    /// The `MULTI`/`EXEC`: an `XADD` per fresh event, their outbox ids into the dedup
-    /// window (trimmed to its size), the moved watermarks, the `PUBLISH` of the
-    /// batch, and `XLEN` (to know when to trim).
+    /// The `MULTI`/`EXEC`: the fresh events ([`Writer::add_events`]), their outbox ids
+    /// into the dedup window (trimmed to its size), the moved watermarks.
     fn transaction(
         &self,
         fresh: &[&Event],
@@ -269,15 +399,7 @@ impl Writer {
         let mut tx = redis::pipe();
         tx.atomic();
         if let Some(epoch) = new_epoch {
-            tx.set(self.keys.stream_epoch(), epoch).ignore();
-        }
-        let stream = self.keys.stream();
-        for e in fresh {
-            tx.cmd("XADD")
-                .arg(&stream)
-                .arg("*")
-                .arg(ENVELOPE_FIELD)
-                .arg(&e.envelope);
+            tx.set(self.epoch_key(), epoch).ignore();
         }
         let ids: Vec<(i64, i64)> = fresh
             .iter()
@@ -285,7 +407,7 @@ impl Writer {
             .map(|id| (id, id))
             .collect();
         if self.dedup_window > 0 && !ids.is_empty() {
-            let window = self.keys.outbox_ids();
+            let window = self.dedup_key();
             tx.zadd_multiple(&window, &ids).ignore();
             tx.zremrangebyrank(&window, 0, -(self.dedup_window as isize) - 1)
                 .ignore();
@@ -295,13 +417,61 @@ impl Writer {
             .map(|(p, m)| (Keys::offsets_field(&self.topic, *p), *m))
             .collect();
         if !pairs.is_empty() {
-            tx.hset_multiple(self.keys.offsets(), &pairs).ignore();
+            tx.hset_multiple(self.offsets_key(), &pairs).ignore();
         }
-        if !fresh.is_empty() {
-            tx.publish(self.keys.channel(), batch_json(fresh)).ignore();
-        }
-        tx.xlen(&stream);
+        let epoch = new_epoch.or(self.continuity.epoch.as_deref());
+        self.add_events(&mut tx, fresh, epoch.unwrap_or_default());
         tx
+    }
+
+    /// The adds of the transaction. The all-tenants stream: an `XADD` per event, the
+    /// `PUBLISH` of the batch, and `XLEN` last (to know when to trim). Tenant
+    /// streams: one [`APPEND`] per tenant, its events in batch order.
+    fn add_events(&self, tx: &mut redis::Pipeline, fresh: &[&Event], epoch: &str) {
+        let shard = match &self.layout {
+            Layout::AllTenants => {
+                let stream = self.keys.stream();
+                for e in fresh {
+                    tx.cmd("XADD")
+                        .arg(&stream)
+                        .arg("*")
+                        .arg(ENVELOPE_FIELD)
+                        .arg(&e.envelope);
+                }
+                if !fresh.is_empty() {
+                    tx.publish(self.keys.channel(), batch_json(fresh)).ignore();
+                }
+                tx.xlen(&stream);
+                return;
+            }
+            Layout::Tenants(shard) => shard,
+        };
+        let mut by_tenant: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (tenant, envelope) in fresh.iter().filter_map(|e| self.placed(e)) {
+            by_tenant
+                .entry(tenant.unwrap_or_default())
+                .or_default()
+                .push(envelope);
+        }
+        let marker = epoch_marker(epoch, &self.epoch_reason);
+        let numbers = [
+            shard.retention_ms.to_string(),
+            shard.maxlen.to_string(),
+            trim_slack(shard.maxlen).to_string(),
+        ];
+        for (tenant, envelopes) in by_tenant {
+            tx.cmd("EVAL")
+                .arg(APPEND)
+                .arg(3)
+                .arg(self.keys.tenant_stream(tenant))
+                .arg(self.keys.tenant_epoch(tenant))
+                .arg(self.keys.tenant_trimmed(tenant))
+                .arg(epoch)
+                .arg(&marker)
+                .arg(&numbers)
+                .arg(envelopes)
+                .ignore();
+        }
     }
 
     /// Remembers the ids `EXEC` returned and trims when the stream is due.
@@ -310,6 +480,9 @@ impl Writer {
         conn: &mut ConnectionManager,
         results: &[Value],
     ) -> redis::RedisResult<()> {
+        if self.layout != Layout::AllTenants {
+            return Ok(()); // APPEND trimmed each tenant stream itself.
+        }
         let (len, ids) = results.split_last().unwrap_or((&Value::Nil, &[]));
         for id in ids {
             if let Value::BulkString(b) = id {
@@ -409,14 +582,19 @@ impl Writer {
     }
 }
 
-/// The events to add: above their partition's watermark, and — for outbox records —
+/// The events to add: placed in this writer's streams, above their partition's
+/// watermark, and — for outbox records —
 /// with an id neither in the dedup window nor earlier in the batch. Also returns how
 /// many outbox records were dropped as duplicates.
-fn fresh_events<'b>(batch: &'b Batch, seen: &Seen) -> (Vec<&'b Event>, u64) {
+fn fresh_events<'b>(
+    batch: &'b Batch,
+    seen: &Seen,
+    placed: impl Fn(&Event) -> bool,
+) -> (Vec<&'b Event>, u64) {
     let mut fresh = Vec::with_capacity(batch.len());
     let mut in_batch = HashSet::new();
     let mut duplicates = 0;
-    for e in &batch.events {
+    for e in batch.events.iter().filter(|e| placed(e)) {
         if e.offset <= seen.marks.get(&e.partition).copied().unwrap_or(-1) {
             continue;
         }
@@ -509,7 +687,7 @@ mod tests {
             offset: 0,
             timestamp: None,
             envelope: envelope.into(),
-            outbox_id: None,
+            ..Event::default()
         };
         let (a, b) = (e(r#"{"a":1}"#), e("{}"));
         assert_eq!(batch_json(&[&a, &b]), r#"[{"a":1},{}]"#);
@@ -523,6 +701,7 @@ mod tests {
             timestamp: None,
             envelope: "{}".into(),
             outbox_id: id,
+            ..Event::default()
         }
     }
 
@@ -543,7 +722,7 @@ mod tests {
             epoch: None,
             outbox_ids: HashSet::from([11]),
         };
-        let (fresh, duplicates) = fresh_events(&batch, &seen);
+        let (fresh, duplicates) = fresh_events(&batch, &seen, |_| true);
         let offsets: Vec<(i32, i64)> = fresh.iter().map(|e| (e.partition, e.offset)).collect();
         assert_eq!(offsets, [(0, 6), (1, 0)]);
         assert_eq!(duplicates, 2);

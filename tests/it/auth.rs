@@ -79,13 +79,16 @@ async fn assert_401(app: &App, token: &str, description: &str) {
     );
 }
 
-/// Appends an event of `tenant` to the stream as the sidecar would; returns its id.
+/// Appends an event of `tenant` to the streams as the sidecar would; returns its id
+/// in the stream its subscribers read (the tenant's, or the all-tenants stream).
 fn add(conn: &mut redis::Connection, offset: i64, tenant: Option<&str>, kind: &str) -> String {
     let value = match tenant {
         Some(t) => format!(r#"{{"Type":"{kind}","TenantId":"{t}","Seq":{offset}}}"#),
         None => format!(r#"{{"Type":"{kind}","Seq":{offset}}}"#),
     };
-    common::stream::append(conn, "*", offset, Some(kind.as_bytes()), &value)
+    let (all, theirs) =
+        common::stream::append_both(conn, "*", offset, Some(kind.as_bytes()), &value);
+    theirs.unwrap_or(all)
 }
 
 #[tokio::test]
@@ -327,7 +330,11 @@ async fn the_session_route_trades_a_token_for_a_strict_cookie() {
         .await
         .unwrap();
     assert_eq!(who["subject"], "alice");
-    let mut c = SseClient::connect(&app.url("/crm-events"), &[("cookie", &pair)]).await;
+    let mut c = SseClient::connect(
+        &app.url("/crm-events?tenant=tenant-a"),
+        &[("cookie", &pair)],
+    )
+    .await;
     assert_eq!(c.next_json(T).await.unwrap().1["kind"], "connected");
 
     let bye = client()
@@ -373,8 +380,9 @@ async fn query_filters_may_narrow_the_scope_but_never_widen_it() {
 }
 
 /// 10 tenants × 20 subscribers, 5,000 events mixed across tenants (and some without
-/// a tenant): every subscriber gets exactly its tenants' events, in order, live,
-/// after a `Last-Event-ID` resume and on a `since=` replay.
+/// a tenant): every subscriber gets exactly its tenant's events, in order, live,
+/// after a `Last-Event-ID` resume and on a `since=` replay. One subscriber per tenant
+/// holds a token for two tenants and reads one of them with `?tenant=`.
 #[tokio::test]
 async fn no_event_crosses_tenants_under_load_live_resumed_or_replayed() {
     let redis = RedisServer::start().unwrap();
@@ -385,22 +393,24 @@ async fn no_event_crosses_tenants_under_load_live_resumed_or_replayed() {
     )
     .await;
     let tenant = |i: usize| format!("tenant-{i}");
-    let scopes: Vec<Vec<String>> = (0..200)
+    // Per subscriber: its token's tenants, the tenant it reads.
+    let subscribers: Vec<(Vec<String>, String)> = (0..200)
         .map(|s| {
             let (t, j) = (s / 20, s % 20);
-            // One subscriber per tenant also holds the next tenant.
-            if j == 0 {
-                vec![tenant(t), tenant((t + 1) % 10)]
-            } else {
-                vec![tenant(t)]
+            match j {
+                0 => (vec![tenant(t), tenant((t + 1) % 10)], tenant(t)),
+                _ => (vec![tenant(t)], tenant(t)),
             }
         })
         .collect();
+    let url = |reads: &str| app.url(&format!("/crm-events?tenant={reads}"));
+    let auth_of = |s: usize| {
+        let refs: Vec<&str> = subscribers[s].0.iter().map(String::as_str).collect();
+        bearer(&token(&format!("user-{s}"), &refs))
+    };
     let mut clients = Vec::new();
-    for (s, scope) in scopes.iter().enumerate() {
-        let refs: Vec<&str> = scope.iter().map(String::as_str).collect();
-        let auth = bearer(&token(&format!("user-{s}"), &refs));
-        let mut c = SseClient::connect(&app.url("/crm-events"), &[("authorization", &auth)]).await;
+    for (s, (_, reads)) in subscribers.iter().enumerate() {
+        let mut c = SseClient::connect(&url(reads), &[("authorization", &auth_of(s))]).await;
         c.next(T).await.expect("connected");
         clients.push(c);
     }
@@ -411,22 +421,23 @@ async fn no_event_crosses_tenants_under_load_live_resumed_or_replayed() {
         let id = add(&mut conn, i, t.as_deref(), "JobUpdated");
         all.push((id, t));
     }
-    let expected = |scope: &[String], after: usize| -> Vec<String> {
+    // The ids of `reads`' events after the first `after` events.
+    let expected = |reads: &str, after: usize| -> Vec<String> {
         all[after..]
             .iter()
-            .filter(|(_, t)| t.as_ref().is_some_and(|t| scope.contains(t)))
+            .filter(|(_, t)| t.as_deref() == Some(reads))
             .map(|(id, _)| id.clone())
             .collect()
     };
     let tasks: Vec<_> = clients
         .into_iter()
-        .zip(scopes.clone())
-        .map(|(mut c, scope)| {
-            let want = expected(&scope, 0);
+        .zip(subscribers.clone())
+        .map(|(mut c, (_, reads))| {
+            let want = expected(&reads, 0);
             tokio::spawn(async move {
                 let got = c.domain_events(want.len(), Duration::from_secs(120)).await;
                 let ids: Vec<&str> = got.iter().map(|(id, _)| stream_id(id)).collect();
-                assert_eq!(ids, want, "scope {scope:?}");
+                assert_eq!(ids, want, "reading {reads}");
                 // Nothing more arrives for it.
                 assert!(c
                     .next_json(Duration::from_millis(300))
@@ -440,23 +451,28 @@ async fn no_event_crosses_tenants_under_load_live_resumed_or_replayed() {
     }
     // Resume from the middle and replay from the start, for a sample of subscribers.
     for s in (0..200).step_by(23) {
-        let scope = &scopes[s];
-        let refs: Vec<&str> = scope.iter().map(String::as_str).collect();
-        let auth = bearer(&token(&format!("user-{s}"), &refs));
-        let middle = &all[2_500].0;
+        let reads = &subscribers[s].1;
+        let auth = auth_of(s);
+        let middle = (0..2_500)
+            .rev()
+            .find(|i| all[*i].1.as_deref() == Some(reads.as_str()))
+            .unwrap();
         let mut resumed = SseClient::connect(
-            &app.url("/crm-events"),
-            &[("authorization", &auth), ("last-event-id", middle)],
+            &url(reads),
+            &[("authorization", &auth), ("last-event-id", &all[middle].0)],
         )
         .await;
-        let want = expected(scope, 2_501);
+        let want = expected(reads, middle + 1);
         let ids: Vec<String> = resumed.domain_stream_ids(want.len(), T).await;
-        assert_eq!(ids, want, "resume, scope {scope:?}");
-        let mut replay =
-            SseClient::connect(&app.url("/crm-events?since=0"), &[("authorization", &auth)]).await;
-        let want = expected(scope, 0);
+        assert_eq!(ids, want, "resume, reading {reads}");
+        let mut replay = SseClient::connect(
+            &format!("{}&since=0", url(reads)),
+            &[("authorization", &auth)],
+        )
+        .await;
+        let want = expected(reads, 0);
         let ids: Vec<String> = replay.domain_stream_ids(want.len(), T).await;
-        assert_eq!(ids, want, "replay, scope {scope:?}");
+        assert_eq!(ids, want, "replay, reading {reads}");
     }
 }
 

@@ -9,6 +9,14 @@ use crate::keys::{Keys, DEFAULT_PREFIX};
 
 /// `redis_address`: the Redis URL the components connect to.
 pub const REDIS_ADDRESS: &str = "redis_address";
+/// `redis_shards`: the Redis servers of the tenant streams, comma-separated
+/// `host:port`s in the order of the sidecar's `REDIS_SHARDS` (empty: the one Redis
+/// of `redis_address`). A tenant's stream is read from the shard
+/// [`crate::tenant::shard_of`] picks.
+pub const REDIS_SHARDS: &str = "redis_shards";
+/// `all_tenants_stream`: whether the sidecar keeps the all-tenants stream (its
+/// `ALL_TENANTS_STREAM`); without it, every stream names one tenant.
+pub const ALL_TENANTS_STREAM: &str = "all_tenants_stream";
 /// `kafka_brokers`: shown by `GET /` (the components never talk to Kafka).
 pub const KAFKA_BROKERS: &str = "kafka_brokers";
 /// `kafka_topic`: the topic the sidecar relays.
@@ -150,7 +158,19 @@ pub(crate) fn number(
 
 /// A `true`/`false` variable (default false).
 pub(crate) fn flag(vars: &impl Variables, name: &'static str) -> Result<bool, ConfigError> {
-    match text(vars, name, "false").to_ascii_lowercase().as_str() {
+    flag_or(vars, name, false)
+}
+
+/// A `true`/`false` variable with a default.
+pub(crate) fn flag_or(
+    vars: &impl Variables,
+    name: &'static str,
+    default: bool,
+) -> Result<bool, ConfigError> {
+    match text(vars, name, if default { "true" } else { "false" })
+        .to_ascii_lowercase()
+        .as_str()
+    {
         "true" | "1" | "yes" => Ok(true),
         "false" | "0" | "no" => Ok(false),
         _ => Err(ConfigError::new(name, vars, "must be true or false")),
@@ -212,6 +232,10 @@ pub struct SseConfig {
     pub limits: Limits,
     /// Proxies whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<String>,
+    /// The Redis URLs of the tenant-stream shards (at least one).
+    pub shards: Vec<String>,
+    /// Whether the all-tenants stream exists.
+    pub all_tenants_stream: bool,
 }
 
 /// Limits per subscriber and per client address (0 = unlimited).
@@ -244,8 +268,22 @@ impl SseConfig {
                 connects_per_minute: number(vars, MAX_CONNECTS_PER_MINUTE, 600, 0, 1_000_000)?,
             },
             trusted_proxies: trusted_proxies(vars),
+            shards: shard_addresses(vars),
+            all_tenants_stream: flag_or(vars, ALL_TENANTS_STREAM, true)?,
         })
     }
+}
+
+/// [`REDIS_SHARDS`] as `redis://` URLs; `redis_address` when none is listed.
+fn shard_addresses(vars: &impl Variables) -> Vec<String> {
+    let fallback = text(vars, REDIS_ADDRESS, DEFAULT_REDIS_ADDRESS);
+    crate::tenant::parse_shards(&text(vars, REDIS_SHARDS, ""), &fallback)
+        .into_iter()
+        .map(|s| match s.contains("://") {
+            true => s,
+            false => format!("redis://{s}"),
+        })
+        .collect()
 }
 
 /// [`TRUSTED_PROXIES`]: the proxies whose `X-Forwarded-For` is believed.

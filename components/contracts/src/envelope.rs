@@ -11,6 +11,15 @@
 //! (larger than the configured maximum: `value` is null and `value_size` gives the size)
 //! or `"none"` (a Kafka tombstone). JSON values carry no `value_encoding`, so the
 //! envelope is byte-for-byte what earlier releases sent for them.
+//!
+//! Each envelope comes in two cuts ([`Audience`]): the operator's, above, in the
+//! all-tenants stream; and the tenant's, in its tenant's stream, without what counts
+//! every tenant's events (`partition`, `offset` and the `outbox-id` header):
+//!
+//! ```json
+//! {"kind":"domain_event","topic":"aetherlink.events","timestamp":1730592000000,
+//!  "key":"JobCreated","value":{…}}
+//! ```
 
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -49,10 +58,12 @@ pub struct Envelope {
     pub kind: String,
     /// The Kafka topic.
     pub topic: String,
-    /// The Kafka partition.
-    pub partition: i32,
-    /// The Kafka offset within the partition.
-    pub offset: i64,
+    /// The Kafka partition (operators only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partition: Option<i32>,
+    /// The Kafka offset within the partition (operators only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offset: Option<i64>,
     /// The Kafka timestamp in ms since the epoch, when the record has one.
     pub timestamp: Option<i64>,
     /// The record key: a string when it is UTF-8, `{"base64": …}` otherwise, or null.
@@ -68,6 +79,23 @@ pub struct Envelope {
     /// Record headers (name -> UTF-8 string, or `{"base64": …}`), when there are any.
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub headers: Map<String, Value>,
+}
+
+/// Whom an envelope is cut for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// The all-tenants stream: everything, Kafka coordinates and all.
+    Operator,
+    /// A tenant's stream: nothing whose value depends on other tenants' events (no
+    /// partition, offset or outbox id, which count every tenant's events).
+    Tenant,
+}
+
+impl Audience {
+    /// Whether a record header reaches this audience.
+    fn keeps_header(self, name: &str) -> bool {
+        self == Audience::Operator || name != crate::outbox::OUTBOX_ID_HEADER
+    }
 }
 
 /// The raw parts of a Kafka record, as the consumer sees them.
@@ -93,14 +121,16 @@ impl Envelope {
         record: RawRecord<'_>,
         headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
         max_value_bytes: usize,
+        audience: Audience,
     ) -> Self {
         let (value, value_encoding, value_size) = decode_value(record.value, max_value_bytes);
-        let headers = headers_json(headers);
+        let headers = headers_json(headers, audience);
+        let operator = audience == Audience::Operator;
         Self {
             kind: KIND_DOMAIN_EVENT.to_string(),
             topic: record.topic.to_string(),
-            partition: record.partition,
-            offset: record.offset,
+            partition: operator.then_some(record.partition),
+            offset: operator.then_some(record.offset),
             timestamp: record.timestamp,
             key: record.key.map_or(Value::Null, bytes_as_json),
             value,
@@ -126,13 +156,16 @@ pub fn encode_record<'h>(
     record: RawRecord<'_>,
     headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
     max_value_bytes: usize,
+    audience: Audience,
 ) -> String {
     #[derive(Serialize)]
     struct Out<'a> {
         kind: &'static str,
         topic: &'a str,
-        partition: i32,
-        offset: i64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        partition: Option<i32>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        offset: Option<i64>,
         timestamp: Option<i64>,
         key: Value,
         value: &'a serde_json::value::RawValue,
@@ -147,28 +180,31 @@ pub fn encode_record<'h>(
             .flatten()
             .filter(|raw| numbers_in_range(raw.get()))
     });
+    let operator = audience == Audience::Operator;
     match raw {
         Some(value) => serde_json::to_string(&Out {
             kind: KIND_DOMAIN_EVENT,
             topic: record.topic,
-            partition: record.partition,
-            offset: record.offset,
+            partition: operator.then_some(record.partition),
+            offset: operator.then_some(record.offset),
             timestamp: record.timestamp,
             key: record.key.map_or(Value::Null, bytes_as_json),
             value,
-            headers: headers_json(headers),
+            headers: headers_json(headers, audience),
         })
         .expect("envelope serialises"),
-        None => Envelope::from_record(record, headers, max_value_bytes).to_json(),
+        None => Envelope::from_record(record, headers, max_value_bytes, audience).to_json(),
     }
 }
 
-/// Record headers as the envelope's `headers` object.
+/// Record headers as the envelope's `headers` object, those the audience may see.
 fn headers_json<'h>(
     headers: impl IntoIterator<Item = (&'h str, Option<&'h [u8]>)>,
+    audience: Audience,
 ) -> Map<String, Value> {
     headers
         .into_iter()
+        .filter(|(name, _)| audience.keeps_header(name))
         .map(|(name, bytes)| (name.to_string(), bytes.map_or(Value::Null, bytes_as_json)))
         .collect()
 }
@@ -318,6 +354,20 @@ pub fn reset_event(requested: Option<&str>, epoch: &str, reason: &str) -> String
     .to_string()
 }
 
+/// The `reset` event of a position from the all-tenants stream that cannot be moved
+/// exactly onto the tenant's own stream: the client starts over on it, from its
+/// oldest entry.
+pub fn stream_changed_event(requested: &str, epoch: &str) -> String {
+    serde_json::json!({
+        "kind": KIND_RESET,
+        "reason": "stream_changed",
+        "requested": requested,
+        "epoch": epoch,
+        "message": "your position is from the all-tenants stream and could not be matched exactly on your tenant's own stream, which starts over from its oldest event: events you have seen may come again",
+    })
+    .to_string()
+}
+
 /// The SSE event name (and `kind`) of the event that ends a stream at its token's `exp`.
 pub const KIND_AUTH_EXPIRED: &str = "auth_expired";
 
@@ -369,7 +419,12 @@ mod tests {
 
     #[test]
     fn json_value_keeps_the_historic_shape() {
-        let e = Envelope::from_record(record(Some(b"JobCreated"), Some(br#"{"JobId":7}"#)), [], 0);
+        let e = Envelope::from_record(
+            record(Some(b"JobCreated"), Some(br#"{"JobId":7}"#)),
+            [],
+            0,
+            Audience::Operator,
+        );
         assert_eq!(
             e.to_json(),
             r#"{"kind":"domain_event","topic":"aetherlink.events","partition":2,"offset":41,"timestamp":1730592000000,"key":"JobCreated","value":{"JobId":7}}"#
@@ -380,7 +435,12 @@ mod tests {
 
     #[test]
     fn pretty_json_becomes_one_line() {
-        let e = Envelope::from_record(record(None, Some(b"{\n  \"a\": \"x\\ny\"\n}")), [], 0);
+        let e = Envelope::from_record(
+            record(None, Some(b"{\n  \"a\": \"x\\ny\"\n}")),
+            [],
+            0,
+            Audience::Operator,
+        );
         let json = e.to_json();
         assert!(!json.contains('\n'), "{json}");
         assert_eq!(e.value["a"], "x\ny");
@@ -388,7 +448,12 @@ mod tests {
 
     #[test]
     fn text_binary_oversize_and_tombstone_are_marked_not_dropped() {
-        let text = Envelope::from_record(record(None, Some(b"not json\n\ndata: x")), [], 0);
+        let text = Envelope::from_record(
+            record(None, Some(b"not json\n\ndata: x")),
+            [],
+            0,
+            Audience::Operator,
+        );
         assert_eq!(text.value_encoding, Some(ValueEncoding::Text));
         assert_eq!(text.value, "not json\n\ndata: x");
         assert!(!text.to_json().contains('\n'));
@@ -397,17 +462,19 @@ mod tests {
             record(Some(&[0xff, 0x00]), Some(&[0xff, 0xfe, 0x00])),
             [],
             0,
+            Audience::Operator,
         );
         assert_eq!(bin.value_encoding, Some(ValueEncoding::Base64));
         assert_eq!(bin.value, "//4A");
         assert_eq!(bin.key, serde_json::json!({"base64": "/wA="}));
 
-        let big = Envelope::from_record(record(None, Some(&[b'1'; 100])), [], 10);
+        let big =
+            Envelope::from_record(record(None, Some(&[b'1'; 100])), [], 10, Audience::Operator);
         assert_eq!(big.value_encoding, Some(ValueEncoding::Oversize));
         assert_eq!(big.value_size, Some(100));
         assert!(big.value.is_null());
 
-        let tomb = Envelope::from_record(record(None, None), [], 0);
+        let tomb = Envelope::from_record(record(None, None), [], 0, Audience::Operator);
         assert_eq!(tomb.value_encoding, Some(ValueEncoding::None));
     }
 
@@ -421,6 +488,7 @@ mod tests {
                 ("nil", None),
             ],
             0,
+            Audience::Operator,
         );
         assert_eq!(e.headers["trace"], "abc");
         assert_eq!(e.headers["bin"]["base64"], "wyg=");
@@ -449,8 +517,8 @@ mod tests {
         ];
         for (v, max) in values.iter().flat_map(|v| [(v, 32), (v, 1024)]) {
             let rec = record(Some(b"K"), *v);
-            let slow = Envelope::from_record(rec, [], max).to_json();
-            let fast = encode_record(rec, [], max);
+            let slow = Envelope::from_record(rec, [], max, Audience::Operator).to_json();
+            let fast = encode_record(rec, [], max, Audience::Operator);
             let slow_v: Value = serde_json::from_str(&slow).unwrap();
             let fast_v: Value = serde_json::from_str(&fast).unwrap();
             assert_eq!(slow_v, fast_v, "value {v:?}, limit {max}");
@@ -461,8 +529,19 @@ mod tests {
             ("bin", Some(&[0xff][..])),
             ("nil", None),
         ];
-        let fast = encode_record(record(None, Some(b"{\"a\":1}")), headers, 0);
-        let slow = Envelope::from_record(record(None, Some(b"{\"a\":1}")), headers, 0).to_json();
+        let fast = encode_record(
+            record(None, Some(b"{\"a\":1}")),
+            headers,
+            0,
+            Audience::Operator,
+        );
+        let slow = Envelope::from_record(
+            record(None, Some(b"{\"a\":1}")),
+            headers,
+            0,
+            Audience::Operator,
+        )
+        .to_json();
         assert_eq!(fast, slow);
         let v: Value = serde_json::from_str(&fast).unwrap();
         assert_eq!(v["headers"]["outbox-id"], "7");
@@ -477,8 +556,13 @@ mod tests {
             read_epoch_marker(m.as_bytes()),
             Some(("k3".into(), "flushed".into()))
         );
-        let env =
-            Envelope::from_record(record(None, Some(br#"{"kind":"epoch"}"#)), [], 0).to_json();
+        let env = Envelope::from_record(
+            record(None, Some(br#"{"kind":"epoch"}"#)),
+            [],
+            0,
+            Audience::Operator,
+        )
+        .to_json();
         assert_eq!(read_epoch_marker(env.as_bytes()), None);
         let r: Value = serde_json::from_str(&reset_event(Some("1-0.k2"), "k3", "flushed")).unwrap();
         assert_eq!(
@@ -495,5 +579,24 @@ mod tests {
         let g: Value = serde_json::from_str(&gap_event("5-0", Some("1700-3"), "trimmed")).unwrap();
         assert_eq!(g["kind"], "gap");
         assert_eq!(g["oldest_timestamp"], 1700);
+    }
+
+    #[test]
+    fn the_tenant_cut_leaves_out_what_counts_other_tenants() {
+        let headers = [("outbox-id", Some(&b"7"[..])), ("trace", Some(&b"t1"[..]))];
+        let rec = record(Some(b"JobCreated"), Some(br#"{"TenantId":"acme"}"#));
+        let tenant = encode_record(rec, headers, 0, Audience::Tenant);
+        assert_eq!(
+            tenant,
+            r#"{"kind":"domain_event","topic":"aetherlink.events","timestamp":1730592000000,"key":"JobCreated","value":{"TenantId":"acme"},"headers":{"trace":"t1"}}"#
+        );
+        // The slow path (a value that is not compact JSON) cuts the same way.
+        let text = encode_record(record(None, Some(b"plain")), headers, 0, Audience::Tenant);
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert!(v.get("partition").is_none() && v.get("offset").is_none());
+        assert_eq!(v["headers"], serde_json::json!({"trace": "t1"}));
+        let operator = encode_record(rec, headers, 0, Audience::Operator);
+        assert!(operator.contains(r#""partition":2,"offset":41"#));
+        assert!(operator.contains(r#""outbox-id":"7""#));
     }
 }

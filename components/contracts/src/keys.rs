@@ -10,6 +10,18 @@ pub const DEFAULT_PREFIX: &str = "crm-events";
 /// field, so Spin's flattened `XREAD`/`XRANGE` replies stay unambiguous.
 pub const ENVELOPE_FIELD: &str = "e";
 
+/// The keys of one stream a subscriber reads: its entries, its trim marker and the
+/// key of the epoch its ids carry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamKeys {
+    /// The stream.
+    pub stream: String,
+    /// The id of the newest entry trimmed from it.
+    pub trimmed: String,
+    /// Its epoch.
+    pub epoch: String,
+}
+
 /// The names of all Redis keys, for one prefix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Keys {
@@ -50,6 +62,24 @@ impl Keys {
         self.key("stream")
     }
 
+    /// The all-tenants stream, as a subscriber reads it.
+    pub fn all_tenants(&self) -> StreamKeys {
+        StreamKeys {
+            stream: self.stream(),
+            trimmed: self.stream_trimmed(),
+            epoch: self.stream_epoch(),
+        }
+    }
+
+    /// One tenant's stream, as a subscriber reads it (the epoch is its shard's).
+    pub fn one_tenant(&self, tenant: &str) -> StreamKeys {
+        StreamKeys {
+            stream: self.tenant_stream(tenant),
+            trimmed: self.tenant_trimmed(tenant),
+            epoch: self.tenants_epoch(),
+        }
+    }
+
     /// The id of the newest entry the sidecar trimmed from the stream (a string key).
     /// Redis's own `max-deleted-entry-id` does not move on trimming, so the sidecar
     /// records it; a client resuming before it has lost history (a `gap`).
@@ -79,6 +109,43 @@ impl Keys {
     /// crash is dropped by it. Written in the same transaction as the events.
     pub fn outbox_ids(&self) -> String {
         self.key("stream:outbox-ids")
+    }
+
+    /// One tenant's stream of envelopes (the tenant-scoped view: no partition,
+    /// offset or outbox id), on the tenant's shard ([`crate::tenant::shard_of`]).
+    /// The tenant id ends the key, so no tenant's key can be another's.
+    pub fn tenant_stream(&self, tenant: &str) -> String {
+        self.key(&format!("tenant:stream:{tenant}"))
+    }
+
+    /// The epoch a tenant's stream is in: the shard's epoch
+    /// ([`Keys::tenants_epoch`]) as of the stream's last write. The sidecar's append
+    /// writes an epoch marker into the stream whenever the two differ, so an open
+    /// stream learns of a new epoch from the stream itself.
+    pub fn tenant_epoch(&self, tenant: &str) -> String {
+        self.key(&format!("tenant:epoch:{tenant}"))
+    }
+
+    /// The id of the newest entry trimmed from a tenant's stream (by age or count).
+    pub fn tenant_trimmed(&self, tenant: &str) -> String {
+        self.key(&format!("tenant:trimmed:{tenant}"))
+    }
+
+    /// The watermark hash of the tenant streams of one shard (`topic/partition ->
+    /// last offset written`), apart from the all-tenants stream's: each Redis the
+    /// sidecar writes keeps its own, in the same transaction as its events.
+    pub fn tenants_offsets(&self) -> String {
+        self.key("tenants:offsets")
+    }
+
+    /// The epoch of one shard's tenant streams (every tenant-stream id carries it).
+    pub fn tenants_epoch(&self) -> String {
+        self.key("tenants:epoch")
+    }
+
+    /// The outbox-id dedup window of one shard's tenant streams.
+    pub fn tenants_outbox_ids(&self) -> String {
+        self.key("tenants:outbox-ids")
     }
 
     /// The pub/sub channel each written batch is published on.
@@ -167,6 +234,12 @@ mod tests {
             k.messages_total(),
             k.slow_clients_total(),
             k.http_requests(),
+            k.tenant_stream("t"),
+            k.tenant_epoch("t"),
+            k.tenant_trimmed("t"),
+            k.tenants_offsets(),
+            k.tenants_epoch(),
+            k.tenants_outbox_ids(),
         ];
         for key in &all {
             assert!(key.starts_with("acme:"), "{key}");
@@ -174,6 +247,7 @@ mod tests {
         let unique: std::collections::HashSet<_> = all.iter().collect();
         assert_eq!(unique.len(), all.len());
         assert_eq!(k.stream(), "acme:stream");
+        assert_eq!(k.tenant_stream("t1"), "acme:tenant:stream:t1");
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! * [`demo`]: the demo's CRM events (`make run`).
 //! * [`request`]: the SSE request (query, resume position, filters) and its errors.
 //! * [`resume`]: where a stream starts, and when to report a `gap`.
+//! * [`tenant`]: an event's tenant, and the Redis shard a tenant's stream lives on.
 //! * [`http`]: routes, JSON error bodies and CORS decisions shared by the components.
 //! * [`guard`]: body limits, body deadlines and the failed-authentication limit
 //!   (hostile clients), applied alike by the host and the components.
@@ -44,3 +45,4 @@ pub mod resume;
 pub mod spin_glue;
 pub mod sse;
 pub mod stream_id;
+pub mod tenant;

@@ -9,7 +9,7 @@
 //! | the key is | answer |
 //! | --- | --- |
 //! | missing or malformed | `400` |
-//! | new (or expired) | the row and the key are inserted; `202` with the row id |
+//! | new (or expired) | the row and the key are inserted; `202` with a receipt id (a random UUID: the row id would count every tenant's events) |
 //! | stored, same request | the stored response again (`Idempotent-Replayed: true`), no second row |
 //! | stored, another request | `422` |
 //! | held by a request still running | `409` |
@@ -253,7 +253,7 @@ WITH lock AS (
            (tenant_id, key, request_path, request_method, status_code, response_body,
             created_at, expires_at, request_fingerprint)
     SELECT $1::text::uuid, $2::text, $6::text, 'POST', 202,
-           '{"ok":true,"id":' || fresh.id || ',"status":"accepted"}',
+           '{"ok":true,"id":"' || gen_random_uuid() || '","status":"accepted"}',
            now(), now() + $8::text::bigint * interval '1 second', $7::text
       FROM fresh
     ON CONFLICT (tenant_id, key) DO UPDATE

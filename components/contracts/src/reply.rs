@@ -75,6 +75,23 @@ pub fn parse_xread(mut items: Vec<Reply>) -> Result<Vec<Entry>, ShapeError> {
     Ok(entries)
 }
 
+/// Parses a flattened `XRANGE` reply (single-field entries, no stream name).
+pub fn parse_xrange(mut items: Vec<Reply>) -> Result<Vec<Entry>, ShapeError> {
+    items.retain(|r| *r != Reply::Nil);
+    if items.len() % 3 != 0 {
+        return Err(ShapeError(format!(
+            "{} items is not a whole number of single-field entries",
+            items.len()
+        )));
+    }
+    let mut entries = Vec::with_capacity(items.len() / 3);
+    let mut rest = items.into_iter();
+    while let (Some(id), Some(field), Some(value)) = (rest.next(), rest.next(), rest.next()) {
+        entries.push(parse_entry(id, field, value)?);
+    }
+    Ok(entries)
+}
+
 /// One `id, field, value` triple of a flattened `XREAD` reply.
 fn parse_entry(id: Reply, field: Reply, value: Reply) -> Result<Entry, ShapeError> {
     let id = id

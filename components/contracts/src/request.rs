@@ -145,10 +145,11 @@ impl Filters {
         };
         let value = env
             .value
+            .filter(|v| crate::tenant::is_object(v.get().as_bytes()))
             .and_then(|v| serde_json::from_str::<ValueProbe<'_>>(v.get()).ok())
             .unwrap_or_default();
         if !self.tenants.is_empty() {
-            match value.tenant.and_then(tenant_text) {
+            match value.tenant.and_then(crate::tenant::tenant_text) {
                 Some(t) if self.tenants.iter().any(|want| *want == t) => {}
                 _ => return false,
             }
@@ -182,18 +183,6 @@ struct ValueProbe<'a> {
     tenant: Option<&'a RawValue>,
     #[serde(rename = "Type", borrow, default)]
     kind: Option<Cow<'a, str>>,
-}
-
-/// A `TenantId` as text: a JSON string, or a number as written.
-fn tenant_text(raw: &RawValue) -> Option<Cow<'_, str>> {
-    let text = raw.get();
-    if text.starts_with('"') {
-        serde_json::from_str(text).ok()
-    } else if text.starts_with(|c: char| c == '-' || c.is_ascii_digit()) {
-        Some(Cow::Borrowed(text))
-    } else {
-        None
-    }
 }
 
 #[cfg(test)]
@@ -285,6 +274,9 @@ mod tests {
         // Values that are not objects, and events without a tenant, match no tenant.
         assert!(!numeric.filters.matches(br#"{"value":"text"}"#));
         assert!(!numeric.filters.matches(br#"{"value":{"Type":"X"}}"#));
+        // An array is not read positionally as if it were the object's fields.
+        assert!(!numeric.filters.matches(br#"{"value":["42"]}"#));
+        assert!(!numeric.filters.matches(br#"{"value":[42]}"#));
         // Escaped strings compare by their meaning.
         let escaped = SseRequest::parse("tenant=a/b", None).unwrap();
         assert!(escaped.filters.matches(br#"{"value":{"TenantId":"a\/b"}}"#));

@@ -10,9 +10,12 @@
 //!    filters to its scope (`403` when the query asks for more than the token grants);
 //! 3. **lease** a client slot ([`lease`]): `max_clients` across every instance, and
 //!    the per-subject and per-address limits (`429`);
-//! 4. **resume**: decide where the stream starts ([`position`]), reporting lost
-//!    history as a `gap`;
-//! 5. **tail** the Redis stream ([`relay`]): `XREAD BLOCK` on the stream's one connection,
+//! 4. **choose the stream** ([`source`]): the subscriber's one tenant's stream, on
+//!    the shard that tenant hashes to, or the all-tenants stream for an operator;
+//! 5. **resume**: decide where the stream starts ([`position`]), reporting lost
+//!    history as a `gap` (a position from the all-tenants stream moves over to the
+//!    tenant stream exactly, or with a `reset`: [`migrate`]);
+//! 6. **tail** the Redis stream ([`relay`]): `XREAD BLOCK` on the stream's connection,
 //!    so new events go out within one Redis round trip and the block time doubles as
 //!    the keepalive interval; the stream ends at the token's `exp` with an
 //!    `auth_expired` event.
@@ -22,9 +25,11 @@
 
 mod deadline;
 mod lease;
+mod migrate;
 mod position;
 mod publish;
 mod relay;
+mod source;
 
 use crm_events_contracts::auth::{find_token, Identity, Mode, Verifier};
 use crm_events_contracts::config::{PublishConfig, SseConfig};
@@ -89,9 +94,13 @@ const ALLOW: &str = "GET, POST, OPTIONS";
 
 /// An admitted stream: everything the relay needs.
 struct Opened {
-    /// The stream's one Redis connection: the relay is sequential (read, send,
-    /// renew the lease, read), so `XREAD BLOCK` and the lease never need two.
+    /// The Redis of the leases and counters. The relay is sequential (read, send,
+    /// renew the lease, read), so one connection per Redis is enough.
     redis: Redis,
+    /// The Redis of the stream when it is another one (a tenant's shard).
+    shard: Option<Redis>,
+    /// Which stream it reads.
+    source: source::Source,
     lease: lease::Lease,
     start: Start,
     /// The stream's epoch (every event id carries it).
@@ -157,16 +166,33 @@ fn open(
         .scope
         .narrow(&request.filters)
         .map_err(|e| Refusal::forbidden(e.0))?;
+    let (source, filters) = source::choose(&identity.scope, filters, config)?;
     let control = control.map_err(Refusal::redis_unavailable)?;
     let owner = lease::Owner {
         subject: (verifier.mode == Mode::Jwt).then_some(identity.subject.as_str()),
         address: &call.address,
     };
     let lease = lease::Lease::acquire(&control, config, &owner)?;
-    let keys = &config.common.keys;
-    match position::resolve(&control, keys, request.resume, request.epoch.as_deref()) {
-        Ok((start, epoch)) => Ok(Opened {
+    let resolved = source
+        .connect(&config.common.redis_address)
+        .and_then(|shard| {
+            let reader = shard.as_ref().unwrap_or(&control);
+            let (resume, asked) = (request.resume, request.epoch.as_deref());
+            let resolved = position::resolve(reader, &source.keys, resume, asked)?;
+            let moved = migrate::Move {
+                control: &control,
+                shard: reader,
+                keys: &config.common.keys,
+                tenant: source.tenant.as_deref(),
+            };
+            let resolved = moved.resolve(resume, asked, resolved)?;
+            Ok((shard, resolved))
+        });
+    match resolved {
+        Ok((shard, position::Resolved { start, epoch, .. })) => Ok(Opened {
             redis: control,
+            shard,
+            source,
             lease,
             start,
             epoch,

@@ -4,7 +4,7 @@
 //! that does not exist yet reads as empty), so no error reply has to be interpreted
 //! and a new stream costs one round trip here.
 
-use crm_events_contracts::keys::Keys;
+use crm_events_contracts::keys::StreamKeys;
 use crm_events_contracts::reply::{parse_xinfo_stream, Reply};
 use crm_events_contracts::request::Resume;
 use crm_events_contracts::resume::{decide, Start};
@@ -34,23 +34,28 @@ table.insert(info, 1, trimmed)
 return info
 "#;
 
+/// Where a stream starts, as [`resolve`] found it.
+#[derive(Debug)]
+pub struct Resolved {
+    /// The start (and any `gap` or `reset` to send first).
+    pub start: Start,
+    /// The stream's epoch.
+    pub epoch: Option<String>,
+    /// The newest id the stream had when it was asked.
+    pub newest: StreamId,
+}
+
 /// Resolves the request's resume position (and the epoch it came from) against the
-/// stream as it is now; returns the start and the stream's epoch.
+/// stream as it is now.
 pub fn resolve(
     redis: &Redis,
-    keys: &Keys,
+    keys: &StreamKeys,
     resume: Resume,
     epoch: Option<&str>,
-) -> Result<(Start, Option<String>), RedisError> {
+) -> Result<Resolved, RedisError> {
     let reply = redis.run(
         "EVAL",
-        &[
-            STREAM_FACTS,
-            "3",
-            &keys.stream(),
-            &keys.stream_trimmed(),
-            &keys.stream_epoch(),
-        ],
+        &[STREAM_FACTS, "3", &keys.stream, &keys.trimmed, &keys.epoch],
     )?;
     let (marker, now, info) = match reply.as_slice() {
         [marker, now, info @ ..] => (marker, now, info),
@@ -67,14 +72,18 @@ pub fn resolve(
             start.after = oldest.predecessor();
         }
     }
-    Ok((start, facts.epoch))
+    Ok(Resolved {
+        start,
+        epoch: facts.epoch,
+        newest: facts.last_generated_id,
+    })
 }
 
 /// The id of the `n`th newest entry (or the oldest, when there are fewer).
-fn nth_newest(redis: &Redis, keys: &Keys, n: u64) -> Result<Option<StreamId>, RedisError> {
+fn nth_newest(redis: &Redis, keys: &StreamKeys, n: u64) -> Result<Option<StreamId>, RedisError> {
     let reply = redis.run(
         "XREVRANGE",
-        &[&keys.stream(), "+", "-", "COUNT", &n.to_string()],
+        &[&keys.stream, "+", "-", "COUNT", &n.to_string()],
     )?;
     // Flattened single-field entries: id, field, envelope, id, field, envelope, …
     let last_id = reply.len().checked_sub(3).and_then(|i| reply.get(i));

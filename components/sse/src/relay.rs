@@ -66,6 +66,7 @@ impl<'a> Relay<'a> {
     /// A relay for an admitted stream.
     pub fn new(config: &'a SseConfig, opened: Opened) -> Self {
         let now = Instant::now();
+        let stream_key = opened.source.keys.stream.clone();
         Self {
             config,
             position: opened.start.after,
@@ -77,7 +78,7 @@ impl<'a> Relay<'a> {
             last_batch: None,
             uncounted: 0,
             last_count: now,
-            stream_key: config.common.keys.stream(),
+            stream_key,
             read_count: config.read_count.to_string(),
         }
     }
@@ -201,9 +202,10 @@ impl<'a> Relay<'a> {
         }
     }
 
-    /// One `XREAD BLOCK` after the current position.
+    /// One `XREAD BLOCK` after the current position, on the stream's Redis.
     fn read(&self, block: Duration) -> Result<Vec<Entry>, String> {
-        let reply = self.opened.redis.run(
+        let redis = self.opened.shard.as_ref().unwrap_or(&self.opened.redis);
+        let reply = redis.run(
             "XREAD",
             &[
                 "COUNT",
@@ -221,24 +223,31 @@ impl<'a> Relay<'a> {
 
     /// Frames the entries that pass the filters; an id-only frame when the batch ends
     /// on a filtered one, so the client's `Last-Event-ID` still advances. An epoch
-    /// marker (Redis lost data and the sidecar rebuilt the stream) goes to every
-    /// client, whatever its filters, as a `reset` event.
+    /// marker of a new epoch (Redis lost data and the sidecar rebuilt the stream)
+    /// goes to every client, whatever its filters, as a `reset` event; one of the
+    /// epoch the stream is in (a tenant stream begun again) is passed over.
     fn frame(&mut self, entries: &[Entry], frames: &mut String) {
         let mut last_sent = None;
         let mut id = String::with_capacity(ID_CAPACITY);
         for entry in entries {
-            if let Some((epoch, reason)) = read_epoch_marker(&entry.envelope) {
-                let before = self.event_id(self.position);
-                self.opened.epoch = Some(epoch.clone());
-                let reset = reset_event(Some(&before), &epoch, &reason);
-                sse::named_event(frames, KIND_RESET, Some(&self.event_id(entry.id)), &reset);
-                last_sent = Some(entry.id);
-            } else if self.opened.filters.matches(&entry.envelope) {
-                id.clear();
-                push_event_id(&mut id, entry.id, self.opened.epoch.as_deref());
-                sse::event_bytes(frames, Some(&id), &entry.envelope);
-                self.uncounted += 1;
-                last_sent = Some(entry.id);
+            match read_epoch_marker(&entry.envelope) {
+                Some((epoch, reason)) if Some(&epoch) != self.opened.epoch.as_ref() => {
+                    let before = self.event_id(self.position);
+                    self.opened.epoch = Some(epoch.clone());
+                    let reset = reset_event(Some(&before), &epoch, &reason);
+                    let marker_id = self.event_id(entry.id);
+                    sse::named_event(frames, KIND_RESET, Some(&marker_id), &reset);
+                    last_sent = Some(entry.id);
+                }
+                Some(_) => {} // the epoch the stream is in already
+                None if self.opened.filters.matches(&entry.envelope) => {
+                    id.clear();
+                    push_event_id(&mut id, entry.id, self.opened.epoch.as_deref());
+                    sse::event_bytes(frames, Some(&id), &entry.envelope);
+                    self.uncounted += 1;
+                    last_sent = Some(entry.id);
+                }
+                None => {}
             }
         }
         let newest = entries[entries.len() - 1].id;

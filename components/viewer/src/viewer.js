@@ -3,13 +3,16 @@
 "use strict";
 const $ = (id) => document.getElementById(id);
 const list = $("events");
-const state = { source: null, lastId: "", paused: false, buffer: [], kept: [], total: 0, times: [] };
+const state = { source: null, lastId: "", streamTenant: "", paused: false, buffer: [], kept: [], total: 0, times: [] };
 
 function setStatus(s) { const el = $("status"); el.dataset.state = s; el.textContent = s; }
 
 function streamUrl() {
   const q = new URLSearchParams();
   const tenant = $("tenant").value.trim(), type = $("type").value.trim();
+  // Each tenant has a stream of its own (operators also the all-tenants one), and a
+  // position belongs to the stream it came from: another tenant starts anew.
+  if (tenant !== state.streamTenant) { state.lastId = ""; state.streamTenant = tenant; }
   if (tenant) q.set("tenant", tenant);
   if (type) q.set("type", type);
   if (state.lastId) q.set("last_event_id", state.lastId);
@@ -257,6 +260,9 @@ function showSignIn(message) {
 
 function showIdentity(s) {
   $("signin").classList.add("hidden");
+  // A token for several tenants streams one at a time: start with the first.
+  const tenants = s.tenants || [];
+  if (!$("tenant").value && tenants.length > 1 && !tenants.includes("*")) $("tenant").value = tenants[0];
   if (s.auth_mode === "none") {
     $("whoami").textContent = "auth off: every tenant";
     return;

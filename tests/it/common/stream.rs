@@ -1,7 +1,9 @@
 //! Reading the Redis stream back, and waiting for conditions on it.
 
-use crm_events_contracts::envelope::{Envelope, RawRecord};
+use crm_events_contracts::envelope::{encode_record, epoch_marker, Audience, Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
+use crm_events_contracts::tenant::tenant_of_value;
+use crm_events_sidecar::writer::APPEND;
 use redis::Commands;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -16,6 +18,18 @@ pub fn append(
     key: Option<&[u8]>,
     value: &str,
 ) -> String {
+    append_both(conn, id, offset, key, value).0
+}
+
+/// [`append`], also to the tenant's stream when the value names a tenant; returns
+/// the all-tenants stream's id and the tenant stream's.
+pub fn append_both(
+    conn: &mut redis::Connection,
+    id: &str,
+    offset: i64,
+    key: Option<&[u8]>,
+    value: &str,
+) -> (String, Option<String>) {
     let env = Envelope::from_record(
         RawRecord {
             topic: "aetherlink.events",
@@ -27,14 +41,67 @@ pub fn append(
         },
         [],
         0,
+        Audience::Operator,
     );
-    redis::cmd("XADD")
+    let id = redis::cmd("XADD")
         .arg(Keys::default().stream())
         .arg(id)
         .arg(ENVELOPE_FIELD)
         .arg(env.to_json())
         .query(conn)
-        .unwrap()
+        .unwrap();
+    let tenant_id = tenant_of_value(value.as_bytes())
+        .map(|tenant| append_to_tenant(conn, &tenant, &tenant_cut(offset, key, value)));
+    (id, tenant_id)
+}
+
+/// The tenant's cut of the envelope [`append`] writes.
+fn tenant_cut(offset: i64, key: Option<&[u8]>, value: &str) -> String {
+    let record = RawRecord {
+        topic: "aetherlink.events",
+        partition: 0,
+        offset,
+        timestamp: Some(1_730_592_000_000),
+        key,
+        value: Some(value.as_bytes()),
+    };
+    encode_record(record, [], 0, Audience::Tenant)
+}
+
+/// Appends `envelope` to `tenant`'s stream as the sidecar's writer does (its
+/// `APPEND` script, in the shard's epoch, which is made when there is none).
+pub fn append_to_tenant(conn: &mut redis::Connection, tenant: &str, envelope: &str) -> String {
+    let keys = Keys::default();
+    let _: Option<String> = redis::cmd("SET")
+        .arg(keys.tenants_epoch())
+        .arg("testepoch")
+        .arg("NX")
+        .query(conn)
+        .unwrap();
+    let epoch: String = conn.get(keys.tenants_epoch()).unwrap();
+    let marker = epoch_marker(&epoch, "epoch_started");
+    let () = redis::cmd("EVAL")
+        .arg(APPEND)
+        .arg(3)
+        .arg(keys.tenant_stream(tenant))
+        .arg(keys.tenant_epoch(tenant))
+        .arg(keys.tenant_trimmed(tenant))
+        .arg(&epoch)
+        .arg(marker)
+        .arg(&["86400000", "10000", "100"])
+        .arg(envelope)
+        .query::<i64>(conn)
+        .map(|_| ())
+        .unwrap();
+    let newest: Vec<(String, Vec<(String, String)>)> = redis::cmd("XREVRANGE")
+        .arg(keys.tenant_stream(tenant))
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query(conn)
+        .unwrap();
+    newest[0].0.clone()
 }
 
 /// Every entry: `(id, envelope)`.
