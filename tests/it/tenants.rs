@@ -96,6 +96,17 @@ async fn frames_until(c: &mut SseClient, n: usize) -> String {
     c.raw()[before..].to_string()
 }
 
+/// The `Seq`s of domain events, sorted (events of several partitions arrive in no
+/// one order).
+fn sorted_seqs(events: &[(String, Value)]) -> Vec<i64> {
+    let mut seqs: Vec<i64> = events
+        .iter()
+        .map(|(_, e)| e["value"]["Seq"].as_i64().unwrap())
+        .collect();
+    seqs.sort_unstable();
+    seqs
+}
+
 /// Waits until the tenant streams' watermark of every partition reached `last[p]`.
 fn wait_for_tenant_watermarks(redis: &RedisServer, last: &[i64]) {
     let keys = Keys::default();
@@ -506,13 +517,8 @@ async fn a_shard_down_holds_only_its_own_tenants() {
     }
     kafka.flush();
     let got = on_a.domain_events(20, T).await;
-    let mut seqs: Vec<i64> = got
-        .iter()
-        .map(|(_, e)| e["value"]["Seq"].as_i64().unwrap())
-        .collect();
-    seqs.sort_unstable();
     assert_eq!(
-        seqs,
+        sorted_seqs(&got),
         (20..40).collect::<Vec<_>>(),
         "shard A's tenants stream on"
     );
@@ -535,13 +541,8 @@ async fn a_shard_down_holds_only_its_own_tenants() {
     .await;
     on_b.next(T).await.unwrap();
     let got = on_b.domain_events(40, Duration::from_secs(60)).await;
-    let mut seqs: Vec<i64> = got
-        .iter()
-        .map(|(_, e)| e["value"]["Seq"].as_i64().unwrap())
-        .collect();
-    seqs.sort_unstable();
     assert_eq!(
-        seqs,
+        sorted_seqs(&got),
         (100..140).collect::<Vec<_>>(),
         "every event of b once"
     );
