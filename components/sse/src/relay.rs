@@ -45,7 +45,8 @@ pub struct Relay<'a> {
     /// When the token expires, if it does.
     expiry: Option<Instant>,
     last_renewal: Instant,
-    /// When the last read that found entries returned (`linger_ms` counts from it).
+    /// When the last read that found entries without waiting for them returned
+    /// (`linger_ms` counts from it); `None` after a read that had to wait.
     last_batch: Option<Instant>,
     uncounted: u64,
     last_count: Instant,
@@ -166,7 +167,11 @@ impl<'a> Relay<'a> {
         if entries.is_empty() {
             sse::comment(&mut frames, "keepalive");
         } else {
-            self.last_batch = Some(Instant::now());
+            // A read that had to wait for its entries found a quiet stream: the next
+            // event is likely as far off, and lingering for it would only cost a
+            // wake-up. A read answered at once found a busy one: linger.
+            let waited = started.elapsed() >= Duration::from_millis(self.config.linger_ms);
+            self.last_batch = (!waited).then(Instant::now);
             self.frame(&entries, &mut frames);
         }
         Step::Send(frames)
@@ -192,7 +197,7 @@ impl<'a> Relay<'a> {
 
     /// Waits out what is left of `linger_ms` since the last batch: what arrives
     /// meanwhile goes out in the next one, one wake-up and one write for all of it.
-    /// After a quiet spell (a read that blocked longer than that) nothing waits.
+    /// After a read that waited for its entries (a quiet stream) nothing waits.
     fn linger(&self) {
         let linger = Duration::from_millis(self.config.linger_ms);
         let Some(last) = self.last_batch else { return };
