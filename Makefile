@@ -4,7 +4,7 @@ CARGO ?= cargo
 COMPONENTS := $(shell sed -n 's/^command = "cargo build .*-p \(crm-events-[a-z-]*\)"$$/\1/p' spin.toml)
 WASM_FLAGS := --release --target wasm32-wasip2 $(addprefix -p ,$(COMPONENTS))
 
-.PHONY: all setup components build test lint fmt run bench soak stress-stop fuzz clean
+.PHONY: all setup components build test lint fmt run bench soak stress-stop fuzz clean docs config-docs
 
 all: build
 
@@ -33,6 +33,15 @@ lint: ## rustfmt, clippy (native crates and components) and unused dependencies.
 
 fmt:
 	$(CARGO) fmt --all
+
+docs: ## The book (docs/src, mdbook) into target/book; every link and anchor checked.
+	./scripts/setup.sh --docs
+	mdbook build docs
+	linkchecker -f docs/linkcheckerrc --no-status target/book/index.html
+	./scripts/check-readme-links.sh
+
+config-docs: ## Rewrite docs/src/configuration.md from spin.toml and the native processes' flags.
+	$(CARGO) run -q -p crm-events-docgen
 
 # The native parts `make run` starts, built with optimisations (a debug build cannot
 # carry 1,000 events/s to 100 clients).

@@ -6,8 +6,11 @@
 #   the wasm32-wasip2 target; promtool alone, unpacked from Debian's prometheus
 #   package into target/tools/bin (installing the package would start a Prometheus
 #   server on :9090, the sidecar's port);
-#   with --test also Chromium, Node.js (20 or newer) and playwright-core for the
-#   browser test;
+#   with --test also Chromium, Node.js (20 or newer), and the npm packages of the
+#   browser and API tests (tests/browser: playwright-core, the OpenAPI and AsyncAPI
+#   validators, Ajv) and of the TypeScript client (clients/typescript: typescript,
+#   json-schema-to-typescript);
+#   with --docs mdbook (crates.io) and linkchecker (Debian) for make docs;
 #   with --lint also cargo-machete (unused dependencies);
 #   with --bench nginx and its Nchan module, unpacked (the benchmarks' reference);
 #   with --fuzz cargo-fuzz (make fuzz).
@@ -79,9 +82,18 @@ if [ ! -x "$TOOLS/promtool" ]; then
   fi
 fi
 
-if [ "${1:-}" = "--test" ] && [ ! -d tests/browser/node_modules/playwright-core ]; then
-  echo "setup: installing playwright-core (tests/browser)"
-  npm ci --prefix tests/browser --no-audit --no-fund
+# npm ci when a package's lock names something node_modules lacks (a fresh clone,
+# or a lock that gained a package since).
+npm_ci_if_stale() {
+  local dir=$1 stamp=$1/node_modules/.package-lock.json
+  if [ ! -f "$stamp" ] || [ "$dir/package-lock.json" -nt "$stamp" ]; then
+    echo "setup: installing the npm packages of $dir"
+    npm ci --prefix "$dir" --no-audit --no-fund
+  fi
+}
+if [ "${1:-}" = "--test" ]; then
+  npm_ci_if_stale tests/browser
+  npm_ci_if_stale clients/typescript
 fi
 
 # playwright-core needs Node.js 20 or newer; Debian 12's nodejs is 18. An older one
@@ -95,6 +107,16 @@ fi
 if [ "${1:-}" = "--lint" ] && ! cargo machete --version >/dev/null 2>&1; then
   echo "setup: installing cargo-machete"
   cargo install --locked --version 0.9.2 cargo-machete
+fi
+
+if [ "${1:-}" = "--docs" ] && ! mdbook --version 2>/dev/null | grep -qx "mdbook v0.5.4"; then
+  echo "setup: installing mdbook"
+  cargo install --locked --version 0.5.4 --no-default-features mdbook
+fi
+if [ "${1:-}" = "--docs" ] && ! command -v linkchecker >/dev/null 2>&1; then
+  echo "setup: installing linkchecker"
+  apt_update
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends linkchecker
 fi
 
 if [ "${1:-}" = "--fuzz" ] && ! cargo fuzz --version >/dev/null 2>&1; then

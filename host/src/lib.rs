@@ -20,6 +20,7 @@
 //! * [`server`]: the HTTP/1.1 and h2c listener: admits connections within the limits
 //!   and keeps accepting through descriptor exhaustion.
 
+pub mod cli;
 pub mod limits;
 pub mod manifest;
 pub mod runtime;

@@ -129,3 +129,13 @@ mod tests {
         assert_eq!(c.retry_delay(40), Duration::from_secs(60));
     }
 }
+
+/// What `crm-events-outbox` (or `… run`) runs with: the publisher and its ops port.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub publisher: PublisherConfig,
+    /// Address of the publisher's /healthz, /readyz and /metrics.
+    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9094")]
+    pub http_listen: String,
+}

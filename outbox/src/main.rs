@@ -14,7 +14,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Parser, Subcommand};
 use crm_events_native::{logging, ops, signals};
-use crm_events_outbox::config::{DatabaseArgs, PublisherConfig};
+use crm_events_outbox::config::{DatabaseArgs, PublisherConfig, RunArgs};
 use crm_events_outbox::db::{self, Session};
 use crm_events_outbox::telemetry::Telemetry;
 use crm_events_outbox::{demo, migrate, service, store};
@@ -76,15 +76,6 @@ enum FailedCommand {
         #[arg(long)]
         tenant: Option<String>,
     },
-}
-
-#[derive(clap::Args, Debug, Clone)]
-struct RunArgs {
-    #[command(flatten)]
-    publisher: PublisherConfig,
-    /// Address of the publisher's /healthz, /readyz and /metrics.
-    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9094")]
-    http_listen: String,
 }
 
 #[derive(clap::Args, Debug)]

@@ -9,6 +9,7 @@ use crm_events_contracts::config::DEFAULT_KAFKA_GROUP;
 use crm_events_contracts::keys::DEFAULT_PREFIX;
 use crm_events_contracts::outbox::DEFAULT_DEDUP_WINDOW;
 pub use crm_events_native::kafka::KafkaArgs;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How the relay consumes and writes.
@@ -123,4 +124,27 @@ impl RelayConfig {
         self.kafka
             .properties_over(own.into_iter().map(|(k, v)| (k.to_string(), v)).collect())
     }
+}
+
+/// What `crm-events-sidecar` (or `… run`) runs with: the relay, its ops port and the
+/// embedded broker of demos.
+#[derive(clap::Args, Debug, Clone)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub relay: RelayConfig,
+    /// Address of the sidecar's /healthz, /readyz and /metrics.
+    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9090")]
+    pub http_listen: String,
+    /// Start an in-memory Kafka-protocol broker with the topic (3 partitions) and a
+    /// demo producer, and relay from it; KAFKA_BROKERS is ignored.
+    #[arg(long, env = "EMBEDDED_KAFKA", default_value_t = false)]
+    pub embedded_kafka: bool,
+    /// Demo events per second with --embedded-kafka (0: no demo producer; `make run`
+    /// writes its demo events through the outbox instead).
+    #[arg(long, env = "DEMO_RATE", default_value_t = 5)]
+    pub demo_rate: u32,
+    /// With --embedded-kafka: write the broker's address (host:port) into this file
+    /// once it listens, for other processes (the outbox publisher) to find it.
+    #[arg(long, env = "EMBEDDED_KAFKA_FILE")]
+    pub embedded_kafka_file: Option<PathBuf>,
 }

@@ -12,7 +12,7 @@
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use crm_events_sidecar::config::{KafkaArgs, RelayConfig};
+use crm_events_sidecar::config::{KafkaArgs, RunArgs};
 use crm_events_sidecar::demo;
 use crm_events_sidecar::telemetry::Telemetry;
 use crm_events_sidecar::token;
@@ -88,27 +88,6 @@ struct TokenArgs {
     /// `aud` claim.
     #[arg(long)]
     aud: Option<String>,
-}
-
-#[derive(clap::Args, Debug, Clone)]
-struct RunArgs {
-    #[command(flatten)]
-    relay: RelayConfig,
-    /// Address of the sidecar's /healthz, /readyz and /metrics.
-    #[arg(long, env = "HTTP_LISTEN", default_value = "0.0.0.0:9090")]
-    http_listen: String,
-    /// Start an in-memory Kafka-protocol broker with the topic (3 partitions) and a
-    /// demo producer, and relay from it; KAFKA_BROKERS is ignored.
-    #[arg(long, env = "EMBEDDED_KAFKA", default_value_t = false)]
-    embedded_kafka: bool,
-    /// Demo events per second with --embedded-kafka (0: no demo producer; `make run`
-    /// writes its demo events through the outbox instead).
-    #[arg(long, env = "DEMO_RATE", default_value_t = 5)]
-    demo_rate: u32,
-    /// With --embedded-kafka: write the broker's address (host:port) into this file
-    /// once it listens, for other processes (the outbox publisher) to find it.
-    #[arg(long, env = "EMBEDDED_KAFKA_FILE")]
-    embedded_kafka_file: Option<PathBuf>,
 }
 
 #[derive(clap::Args, Debug)]

@@ -1,7 +1,7 @@
 //! Keys and tokens for operators and tests: `crm-events-sidecar keygen` writes a key
 //! pair, `crm-events-sidecar token` mints a JWT the app accepts, from a private key
 //! file. For testing and demos; in production tokens come from your identity
-//! provider (see the README's "Access control").
+//! provider (see docs/src/access-control.md).
 
 use anyhow::{bail, Context, Result};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};

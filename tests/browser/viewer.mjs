@@ -1,26 +1,11 @@
 // Drives the viewer page in headless Chromium for tests/it/viewer.rs.
 // It talks to the Rust test over stdio: it prints a step name and waits for the
 // test's answer line (the test produces events, stops and starts the app).
-import { chromium } from "playwright-core";
 import { readFileSync } from "node:fs";
-import { createInterface } from "node:readline";
+import { ask, check, launchChromium } from "./stdio.mjs";
 
 const base = process.env.BASE_URL;
-const lines = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
-async function ask(step) {
-  console.log(step);
-  const { value } = await lines.next();
-  return value;
-}
-function check(ok, what) {
-  if (!ok) throw new Error("check failed: " + what);
-}
-
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-});
+const browser = await launchChromium();
 const errors = [];
 try {
   const context = await browser.newContext({ acceptDownloads: true, viewport: { width: 1200, height: 800 } });
@@ -46,9 +31,9 @@ try {
   const session = cookies.find((c) => c.name === "crm_events_session");
   check(session && session.httpOnly && session.sameSite === "Strict", "an HttpOnly, SameSite=Strict session cookie");
   check(!(await page.evaluate(() => document.cookie)).includes("crm_events_session"), "scripts cannot read the cookie");
-  // The browser logs the two expected 401s (no session yet, the bad token); any
-  // error from here on fails the test.
-  check(errors.length === 2 && errors.every((e) => e.includes("401")), "only the expected 401s: " + errors.join(" | "));
+  // The browser logs the three expected 401s (no session yet, the stream without
+  // one, the bad token); any error from here on fails the test.
+  check(errors.length === 3 && errors.every((e) => e.includes("401")), "only the expected 401s: " + errors.join(" | "));
   errors.length = 0;
 
   // Events produced to Kafka appear, newest first, coloured by type.

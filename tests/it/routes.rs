@@ -244,10 +244,10 @@ fn spin_toml_agrees_with_the_contracts() {
     assert_eq!(publishing.max_body_bytes, c::DEFAULT_PUBLISH_MAX_BODY_BYTES);
 }
 
-/// The README's route table lists exactly the routes `spin.toml` triggers, each with
+/// The route table of docs/src/api.md lists exactly the routes `spin.toml` triggers, each with
 /// the component that serves it.
 #[test]
-fn readme_route_table_matches_spin_toml() {
+fn docs_route_table_matches_spin_toml() {
     let manifest = crm_events_host::manifest::Manifest::load(
         &common::root().join("spin.toml"),
         &Default::default(),
@@ -258,11 +258,11 @@ fn readme_route_table_matches_spin_toml() {
         .iter()
         .map(|(route, component)| (route.pattern(), component.clone()))
         .collect();
-    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
-    let table = readme
+    let page = std::fs::read_to_string(common::root().join("docs/src/api.md")).unwrap();
+    let table = page
         .split("\n## Routes\n")
         .nth(1)
-        .expect("README has a ## Routes section");
+        .expect("docs/src/api.md has a ## Routes section");
     let mut in_readme: Vec<(String, String)> = table
         .lines()
         .skip_while(|l| !l.starts_with('|'))
@@ -277,7 +277,7 @@ fn readme_route_table_matches_spin_toml() {
     in_readme.sort();
     assert_eq!(
         in_readme, in_manifest,
-        "README ## Routes vs spin.toml triggers"
+        "docs/src/api.md ## Routes vs spin.toml triggers"
     );
 }
 

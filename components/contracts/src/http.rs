@@ -2,8 +2,8 @@
 //! counted under, and JSON error bodies.
 
 /// The routes the app serves. `spin.toml` maps them to components (the host reads
-/// them from there); a test checks that `spin.toml`, this list and the README's
-/// route table agree.
+/// them from there); tests check that `spin.toml`, this list, the route table in
+/// `docs/src/api.md` and `docs/src/api/openapi.json` agree.
 pub mod routes {
     /// Service info.
     pub const INFO: &str = "/";
@@ -23,6 +23,9 @@ pub mod routes {
     pub const VIEWER_SCRIPT: &str = "/ops/crm-events/viewer.js";
     /// The viewer's style.
     pub const VIEWER_STYLE: &str = "/ops/crm-events/viewer.css";
+    /// The TypeScript client, compiled (`clients/typescript/dist/index.js`), which the
+    /// viewer's script imports.
+    pub const VIEWER_CLIENT: &str = "/ops/crm-events/client.js";
 
     /// Every route above.
     pub const ALL: &[&str] = &[
@@ -35,6 +38,7 @@ pub mod routes {
         VIEWER,
         VIEWER_SCRIPT,
         VIEWER_STYLE,
+        VIEWER_CLIENT,
     ];
 }
 

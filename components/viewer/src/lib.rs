@@ -1,11 +1,13 @@
 //! The `viewer` component: `GET /ops/crm-events`, a live event viewer for operators.
 //!
-//! The page (`page.html`), its style (`viewer.css`) and its script (`viewer.js`) are
-//! compiled into the component: no CDN, no build step. They are three files, not one,
-//! so the page's `Content-Security-Policy` allows no inline script or style, and
+//! The page (`page.html`), its style (`viewer.css`), its script (`viewer.js`) and the
+//! TypeScript client's build (`client.js`, from `clients/typescript/dist`) are
+//! compiled into the component: no CDN, no build step here. They are files of their
+//! own, so the page's `Content-Security-Policy` allows no inline script or style, and
 //! `frame-ancestors 'none'` keeps other sites from framing it. The script reads
-//! `/crm-events` with `EventSource`, so it resumes exactly after any disconnect; this
-//! component only serves the files (and counts the request, like every route).
+//! `/crm-events` with the client, so it resumes exactly after any disconnect and signs
+//! in again when the session expires; this component only serves the files (and
+//! counts the request, like every route). Pages of your own may load `client.js` too.
 
 use crm_events_contracts::config::CommonConfig;
 use crm_events_contracts::http::{routes, Refusal};
@@ -21,6 +23,8 @@ const PAGE: &str = include_str!("page.html");
 const STYLE: &str = include_str!("viewer.css");
 /// Its script.
 const SCRIPT: &str = include_str!("viewer.js");
+/// The TypeScript client, as `npm run build` compiles it (an ES module).
+const CLIENT: &str = include_str!("../../../clients/typescript/dist/index.js");
 
 /// The page's policy: its own files only, no inline code, never in a frame.
 pub const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; script-src 'self'; \
@@ -44,6 +48,7 @@ fn handle(req: IncomingRequest) -> Response {
         routes::VIEWER => ("text/html; charset=utf-8", PAGE),
         routes::VIEWER_STYLE => ("text/css; charset=utf-8", STYLE),
         routes::VIEWER_SCRIPT => ("text/javascript; charset=utf-8", SCRIPT),
+        routes::VIEWER_CLIENT => ("text/javascript; charset=utf-8", CLIENT),
         _ => return refusal_response(&Refusal::new(404, "not_found", "no such route")),
     };
     Response::builder()

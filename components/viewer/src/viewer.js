@@ -1,60 +1,47 @@
 // The viewer page's script, served as a file: the page's Content-Security-Policy
-// allows no inline script.
-"use strict";
+// allows no inline script. It reads the stream with the TypeScript client
+// (@crm-events/client, served beside it as client.js): exact resume across
+// disconnects, sign-in through the session cookie, and gap, reset and auth_expired.
+import { connect, getSession, signOut } from "./client.js";
+
 const $ = (id) => document.getElementById(id);
 const list = $("events");
-const state = { source: null, lastId: "", streamTenant: "", paused: false, buffer: [], kept: [], total: 0, times: [] };
+const state = { stream: null, lastId: "", streamTenant: "", paused: false, buffer: [], kept: [], total: 0, times: [], token: null };
 
 function setStatus(s) { const el = $("status"); el.dataset.state = s; el.textContent = s; }
 
-function streamUrl() {
-  const q = new URLSearchParams();
-  const tenant = $("tenant").value.trim(), type = $("type").value.trim();
-  // Each tenant has a stream of its own (operators also the all-tenants one), and a
-  // position belongs to the stream it came from: another tenant starts anew.
-  if (tenant !== state.streamTenant) { state.lastId = ""; state.streamTenant = tenant; }
-  if (tenant) q.set("tenant", tenant);
-  if (type) q.set("type", type);
-  if (state.lastId) q.set("last_event_id", state.lastId);
-  else q.set("tail", "100");
-  const s = q.toString();
-  return "/crm-events" + (s ? "?" + s : "");
-}
+// The client's connection states, as the page shows them.
+const STATUS = { connecting: "connecting", live: "live", retrying: "down", signing_in: "down", closed: "down" };
 
-function connect() {
-  if (state.source) state.source.close();
-  setStatus("connecting");
-  const es = new EventSource(streamUrl());
-  state.source = es;
-  es.onopen = () => setStatus("live");
-  es.onerror = () => {
-    setStatus("down");
-    // The browser retries by itself unless the server answered with an error status
-    // (401 when the session is gone); then the source is closed for good: check the
-    // session, and open a new one resuming after lastId.
-    if (es.readyState === EventSource.CLOSED && state.source === es) setTimeout(checkSession, 3000);
-  };
-  es.addEventListener("auth_expired", () => {
-    es.close();
-    state.source = null;
-    setStatus("down");
-    showSignIn("The session expired: sign in again to resume where the stream stopped.");
+// Streams the filters' tenant and types. Each tenant has a stream of its own
+// (operators also the all-tenants one), and a position belongs to the stream it
+// came from: another tenant starts anew, with the last 100 entries.
+async function start() {
+  if (state.stream) state.stream.close();
+  const tenant = $("tenant").value.trim(), type = $("type").value.trim();
+  if (tenant !== state.streamTenant) { state.lastId = ""; state.streamTenant = tenant; }
+  const stream = connect({
+    signIn: askForToken,
+    onSession: showIdentity,
+    tenant: tenant || undefined,
+    types: type ? type.split(",").map((t) => t.trim()).filter(Boolean) : undefined,
+    lastEventId: state.lastId || undefined,
+    tail: 100,
+    onStatus: (s) => { if (state.stream === stream) setStatus(STATUS[s.state] || "down"); },
   });
-  // The stream was rebuilt (Redis lost its data): say so in the list; what follows
-  // may repeat events already shown.
-  es.addEventListener("reset", (m) => {
-    if (m.lastEventId) state.lastId = m.lastEventId;
-    let ev;
-    try { ev = JSON.parse(m.data); } catch { ev = { kind: "unreadable" }; }
-    receive({ id: m.lastEventId, ev, raw: m.data });
-  });
-  es.onmessage = (m) => {
-    if (m.lastEventId) state.lastId = m.lastEventId;
-    let ev;
-    try { ev = JSON.parse(m.data); } catch { ev = { kind: "unreadable" }; }
-    if (ev && ev.kind === "connected") { setStatus("live"); return; }
-    receive({ id: m.lastEventId, ev, raw: m.data });
-  };
+  state.stream = stream;
+  try {
+    for await (const item of stream) {
+      if (stream.lastEventId) state.lastId = stream.lastEventId;
+      // The client signs in again by itself (askForToken shows the form).
+      if (item.type === "connected" || item.type === "auth_expired") continue;
+      receive({ id: item.id, ev: item.data });
+    }
+  } catch (e) {
+    if (state.stream !== stream) return;
+    setStatus("down");
+    showSignIn(e.message || "The stream was refused.");
+  }
 }
 
 function receive(item) {
@@ -234,7 +221,7 @@ function applyServerFilters() {
     if (!ok && !li.classList.contains("notice")) li.remove();
   }
   updateStats();
-  connect();
+  start();
 }
 $("apply").addEventListener("click", applyServerFilters);
 for (const id of ["tenant", "type"]) {
@@ -248,14 +235,25 @@ $("download").addEventListener("click", () => {
   a.href = url; a.download = "crm-events.jsonl"; document.body.append(a); a.click(); a.remove();
   setTimeout(() => URL.revokeObjectURL(url), 1000);
 });
-// Sign-in: the token goes to /crm-events/session once, which answers with an
-// HttpOnly cookie; the page never keeps the token.
+// Sign-in: the token goes to /crm-events/session once (the client posts it), which
+// answers with an HttpOnly cookie; the page never keeps the token.
 function showSignIn(message) {
   $("signin").classList.remove("hidden");
   $("signin-error").textContent = message || "";
   $("signout").classList.add("hidden");
   $("whoami").textContent = "";
   $("token").focus();
+}
+
+// The client's signIn: shows the form with why (none for a first visit) and waits
+// for a token.
+function askForToken(refusal) {
+  setStatus("down");
+  const why = !refusal || refusal.code === "missing_token" ? ""
+    : refusal.code === "auth_expired" ? "The session expired: sign in again to resume where the stream stopped."
+    : refusal.message;
+  showSignIn(why);
+  return new Promise((resolve) => { state.token = resolve; });
 }
 
 function showIdentity(s) {
@@ -268,39 +266,32 @@ function showIdentity(s) {
     return;
   }
   const until = s.expires_at ? " · until " + localTime(s.expires_at * 1000) : "";
-  $("whoami").textContent = `${s.subject || "(no subject)"} · ${s.tenants.join(", ")}${until}`;
+  $("whoami").textContent = `${s.subject || "(no subject)"} · ${tenants.join(", ")}${until}`;
   $("signout").classList.remove("hidden");
 }
 
-async function checkSession() {
-  const r = await fetch("/crm-events/session", { credentials: "same-origin" }).catch(() => null);
-  if (!r) { setStatus("down"); setTimeout(checkSession, 3000); return; }
-  if (r.status === 401) { setStatus("down"); showSignIn(""); return; }
-  if (!r.ok) { setStatus("down"); setTimeout(checkSession, 3000); return; }
-  showIdentity(await r.json());
-  connect();
-}
-
-$("signin").addEventListener("submit", async (e) => {
+$("signin").addEventListener("submit", (e) => {
   e.preventDefault();
   const token = $("token").value.trim();
-  if (!token) return;
-  const r = await fetch("/crm-events/session", {
-    method: "POST", credentials: "same-origin", headers: { Authorization: "Bearer " + token },
-  }).catch(() => null);
   $("token").value = "";
-  if (!r) { showSignIn("The service cannot be reached."); return; }
-  const body = await r.json().catch(() => ({}));
-  if (!r.ok) { showSignIn(body.message || "Sign-in failed."); return; }
-  showIdentity(body);
-  connect();
+  if (!token) return;
+  if (state.token) { const give = state.token; state.token = null; give(token); }
+  else { start(); }
 });
 $("signout").addEventListener("click", async () => {
-  if (state.source) state.source.close();
-  state.source = null;
-  await fetch("/crm-events/session", { method: "DELETE", credentials: "same-origin" }).catch(() => null);
+  if (state.stream) state.stream.close();
+  state.stream = null;
+  await signOut().catch(() => null);
   setStatus("down");
   showSignIn("Signed out.");
 });
+
+// On load: show who the session is (when there is one), then stream; without a
+// session the client asks for a token.
+async function load() {
+  const session = await getSession().catch(() => null);
+  if (session) showIdentity(session);
+  start();
+}
 setInterval(updateStats, 1000);
-checkSession();
+load();

@@ -12,7 +12,7 @@
 //!
 //! Supported here: booleans, integers, floats, text, bytea, uuid and jsonb, both
 //! ways, and NULL parameters; other types come back `unsupported` (with their raw
-//! bytes), and other parameter kinds are `bad-parameter`. The README lists this.
+//! bytes), and other parameter kinds are `bad-parameter`. docs/src/deploying.md lists this.
 
 // The interface's error type is what the WIT defines (its structured database
 // error makes it large); the functions here return it as it is.

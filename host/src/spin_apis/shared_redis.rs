@@ -29,7 +29,7 @@
 //! tail only when Redis has nothing after the id either. An `XREAD` of another shape
 //! goes to Redis as before.
 //!
-//! Spin shares neither (README, "The host beside `spin up`"): `--shared-redis false`
+//! Spin shares neither (docs/src/deploying.md, "The host beside `spin up`"): `--shared-redis false`
 //! makes the host open and read as Spin does.
 
 use super::fermyon::spin::redis::{Error as RedisError, RedisParameter, RedisResult};

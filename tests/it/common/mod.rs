@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod node;
 pub mod outbox;
 pub mod publisher;
 pub mod sidecar;
@@ -29,4 +30,21 @@ pub fn client() -> reqwest::Client {
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .expect("reqwest client")
+}
+
+/// A child process that is killed when dropped (also when a test panics).
+pub struct Killed(pub std::process::Child);
+
+impl Killed {
+    /// Kills it now and waits for it.
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
