@@ -155,15 +155,9 @@ fn start_app(port: u16, redis: &RedisServer, pg: &Postgres) -> Killed {
 /// `/...` is documented as `/`), and every documented path is a route.
 #[test]
 fn openapi_documents_every_route_of_spin_toml() {
-    let manifest = crm_events_host::manifest::Manifest::load(
-        &common::root().join("spin.toml"),
-        &Default::default(),
-    )
-    .unwrap();
-    let mut routes: Vec<String> = manifest
-        .routes
-        .iter()
-        .map(|(route, _)| route.pattern().replace("/...", "/"))
+    let mut routes: Vec<String> = common::manifest_routes()
+        .into_iter()
+        .map(|(route, _)| route.replace("/...", "/"))
         .collect();
     let doc: Value = serde_json::from_str(
         &std::fs::read_to_string(common::root().join("docs/src/api/openapi.json")).unwrap(),
@@ -190,18 +184,20 @@ fn api_documents_validate_and_match_the_running_app() {
 /// The client in Node: a bearer header from a refresh function.
 #[test]
 fn client_in_node_streams_exactly_once_across_kills_and_expiry() {
-    let mut rig = Rig::start(&[]);
-    let mut env = rig.env();
-    env.push(("MODE", "node".into()));
-    converse("client.mjs", &env, |step| rig.answer(step));
+    client_scenario("node");
 }
 
 /// The client in Chromium, as the app serves it: signed in with the session cookie.
 #[test]
 fn client_in_chromium_streams_exactly_once_across_kills_and_expiry() {
+    client_scenario("browser");
+}
+
+/// `tests/browser/client.mjs` in `mode` against a rig of its own.
+fn client_scenario(mode: &str) {
     let mut rig = Rig::start(&[]);
     let mut env = rig.env();
-    env.push(("MODE", "browser".into()));
+    env.push(("MODE", mode.into()));
     converse("client.mjs", &env, |step| rig.answer(step));
 }
 

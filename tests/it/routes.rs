@@ -248,16 +248,7 @@ fn spin_toml_agrees_with_the_contracts() {
 /// the component that serves it.
 #[test]
 fn docs_route_table_matches_spin_toml() {
-    let manifest = crm_events_host::manifest::Manifest::load(
-        &common::root().join("spin.toml"),
-        &Default::default(),
-    )
-    .unwrap();
-    let mut in_manifest: Vec<(String, String)> = manifest
-        .routes
-        .iter()
-        .map(|(route, component)| (route.pattern(), component.clone()))
-        .collect();
+    let mut in_manifest = common::manifest_routes();
     let page = std::fs::read_to_string(common::root().join("docs/src/api.md")).unwrap();
     let table = page
         .split("\n## Routes\n")

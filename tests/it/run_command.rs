@@ -1,7 +1,8 @@
 //! `make run`'s script in demo mode: it starts Redis, a throwaway PostgreSQL, the
 //! sidecar with its embedded broker, the outbox publisher, the demo CRM writing into
 //! the outbox and the app; events reach an SSE client through the whole chain;
-//! Ctrl-C stops everything it started.
+//! the README's own `curl` commands (watch the stream, publish an event) work as
+//! written against it; Ctrl-C stops everything it started.
 
 mod common;
 
@@ -88,6 +89,7 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
         );
     }
     drop(c);
+    follow_the_readme(port, &auth_dir);
 
     // Ctrl-C: the script stops what it started and exits.
     assert!(signal::to_process(child.id(), "INT"));
@@ -110,4 +112,102 @@ async fn run_script_serves_demo_events_and_stops_cleanly() {
         }
     }
     let _ = std::fs::remove_dir_all(&auth_dir);
+}
+
+/// The README's commands, as a new user types them after `make run` (only the port
+/// and the token's directory differ): each stream command streams (`curl -N` is cut
+/// after 3 s), and the publish command is accepted once, replayed the second time,
+/// and its event is on the stream.
+fn follow_the_readme(port: u16, auth_dir: &std::path::Path) {
+    let readme = std::fs::read_to_string(common::root().join("README.md")).unwrap();
+    let localize = |cmd: &str| {
+        cmd.replace("127.0.0.1:3000", &format!("127.0.0.1:{port}"))
+            .replace("target/run-auth", &auth_dir.display().to_string())
+            .replace("curl -N ", "curl -sS -N --max-time 3 ")
+    };
+    let watch = commands(&sh_block(&readme, "## Watch the stream"));
+    let publish = commands(&sh_block(&readme, "## Publish an event"));
+    assert!(
+        watch.len() >= 3 && watch[0].starts_with("AUTH="),
+        "{watch:?}"
+    );
+    assert_eq!(publish.len(), 1, "{publish:?}");
+    let auth = localize(&watch[0]);
+    for cmd in &watch[1..] {
+        let out = shell(&auth, &localize(cmd));
+        assert!(out.contains(r#""kind":"connected""#), "{cmd}: {out}");
+    }
+    let tail = shell(&auth, &localize(&watch[2]));
+    assert!(
+        tail.contains(r#""kind":"domain_event""#),
+        "{}: {tail}",
+        watch[2]
+    );
+    let first = shell(&auth, &localize(&publish[0]));
+    assert!(
+        first.contains(" 202 ") && first.contains(r#""status":"accepted""#),
+        "{first}"
+    );
+    let again = shell(&auth, &localize(&publish[0]));
+    assert!(
+        again.to_lowercase().contains("idempotent-replayed: true"),
+        "{again}"
+    );
+    let acme = format!(
+        "curl -sS -N --max-time 5 -H \"$AUTH\" 'http://127.0.0.1:{port}/crm-events?tail=200&type=JobCreated&tenant={}'",
+        crm_events_contracts::demo::TENANTS[0].0
+    );
+    let stream = shell(&auth, &acme);
+    assert!(
+        stream.contains("job-4711"),
+        "the published event is on the stream: {stream}"
+    );
+}
+
+/// The first ```sh block after `heading`.
+fn sh_block(readme: &str, heading: &str) -> String {
+    let after = readme
+        .split(heading)
+        .nth(1)
+        .unwrap_or_else(|| panic!("README has {heading}"));
+    let block = after.split("```sh\n").nth(1).expect("an sh block");
+    block.split("```").next().unwrap().to_string()
+}
+
+/// The commands of a block: `\\`-continued lines and quoted newlines joined, output
+/// lines left out.
+fn commands(block: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut open = false;
+    for line in block.lines() {
+        if open {
+            let last = out.last_mut().unwrap();
+            last.push('\n');
+            last.push_str(line);
+        } else if line.starts_with("curl ") || line.starts_with("AUTH=") {
+            out.push(line.to_string());
+        } else {
+            continue;
+        }
+        let last = out.last().unwrap();
+        open = last.ends_with('\\') || last.matches('\'').count() % 2 == 1;
+    }
+    out
+}
+
+/// Runs `setup` then `cmd` in bash from the repository's root; its output (a cut
+/// stream's timeout is not a failure).
+fn shell(setup: &str, cmd: &str) -> String {
+    let out = Command::new("bash")
+        .args(["-c", &format!("{setup}\n{cmd}")])
+        .current_dir(common::root())
+        .output()
+        .expect("bash");
+    let code = out.status.code().unwrap_or(-1);
+    assert!(
+        code == 0 || code == 28,
+        "{cmd}: exit {code}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

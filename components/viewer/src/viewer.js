@@ -27,6 +27,8 @@ async function start() {
     types: type ? type.split(",").map((t) => t.trim()).filter(Boolean) : undefined,
     lastEventId: state.lastId || undefined,
     tail: 100,
+    // An operator watching wants the stream back soon after the service is.
+    maxRetryMs: 5000,
     onStatus: (s) => { if (state.stream === stream) setStatus(STATUS[s.state] || "down"); },
   });
   state.stream = stream;

@@ -32,6 +32,18 @@ pub fn client() -> reqwest::Client {
         .expect("reqwest client")
 }
 
+/// The routes `spin.toml` triggers, each with the component that serves it.
+pub fn manifest_routes() -> Vec<(String, String)> {
+    let manifest =
+        crm_events_host::manifest::Manifest::load(&root().join("spin.toml"), &Default::default())
+            .unwrap();
+    manifest
+        .routes
+        .iter()
+        .map(|(route, component)| (route.pattern(), component.clone()))
+        .collect()
+}
+
 /// A child process that is killed when dropped (also when a test panics).
 pub struct Killed(pub std::process::Child);
 
