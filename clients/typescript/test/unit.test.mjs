@@ -2,7 +2,8 @@
 // Retry-After. The behaviour against the running app is tests/it/api.rs.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { SseParser, retryAfterMs } from "../dist/index.js";
+// Through the package's own name: its "exports" map is what users import.
+import { SseParser, retryAfterMs } from "@crm-events/client";
 
 const bytes = (s) => new TextEncoder().encode(s);
 const parseAll = (chunks) => {
