@@ -374,16 +374,25 @@ class Subscription {
             const token = await o.signIn(reason);
             if (!inBrowser())
                 return { headers: bearer(token), cookie: false };
-            const session = await signIn({ url: this.base, token, fetch: this.fetcher, signal: this.abort.signal }).catch((e) => e);
+            const session = await this.createSession(token);
             if (!(session instanceof CrmEventsError)) {
                 o.onSession?.(session);
                 return { headers: {}, cookie: true };
             }
-            if (!isTransient(session.status) && session.status !== 401 && session.status !== 403)
+            // A refused token: ask again, saying why; anything else ends the stream.
+            if (session.status !== 401 && session.status !== 403)
                 throw session;
             reason = session;
-            if (isTransient(session.status))
-                await sleep(session.retryAfterMs ?? 1000, this.abort.signal);
+        }
+    }
+    /** Trades `token` for the session cookie, retrying while the service is busy or away. */
+    async createSession(token) {
+        for (let attempt = 1;; attempt++) {
+            const session = await signIn({ url: this.base, token, fetch: this.fetcher, signal: this.abort.signal }).catch((e) => (e instanceof CrmEventsError ? e : networkError(e)));
+            if (!(session instanceof CrmEventsError) || !isTransient(session.status) || this.abort.signal.aborted) {
+                return session;
+            }
+            await this.wait(attempt, session);
         }
     }
 }
