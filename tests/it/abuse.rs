@@ -16,7 +16,7 @@
 
 mod common;
 
-use common::{client, App};
+use common::{client, App, Killed};
 use crm_events_contracts::http::routes;
 use crm_events_harness::redis_server::{free_port, RedisServer};
 use crm_events_harness::sse_client::SseClient;
@@ -355,25 +355,8 @@ async fn the_connection_caps_answer_503_and_429_as_json() {
     }
 }
 
-/// A host process, killed when the test ends however it ends.
-struct HostProcess(std::process::Child);
-
-impl HostProcess {
-    /// Whether it is still running.
-    fn alive(&mut self) -> bool {
-        self.0.try_wait().unwrap().is_none()
-    }
-}
-
-impl Drop for HostProcess {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// The host as its own process with a descriptor limit of 128.
-fn host_with_few_descriptors(redis: &RedisServer, port: u16, extra: &[&str]) -> HostProcess {
+fn host_with_few_descriptors(redis: &RedisServer, port: u16, extra: &[&str]) -> Killed {
     use std::os::unix::process::CommandExt;
     let mut cmd = crm_events_harness::app::host_command(port, redis);
     cmd.args(["--variable", "auth_mode=none", "--max-instances", "8"])
@@ -383,7 +366,7 @@ fn host_with_few_descriptors(redis: &RedisServer, port: u16, extra: &[&str]) -> 
     unsafe {
         cmd.pre_exec(|| rlimit::setrlimit(rlimit::Resource::NOFILE, 128, 128));
     }
-    let child = HostProcess(cmd.spawn().unwrap());
+    let child = Killed(cmd.spawn().unwrap());
     crm_events_harness::app::wait_listening(port);
     child
 }

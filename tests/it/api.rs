@@ -142,13 +142,7 @@ fn start_app(port: u16, redis: &RedisServer, pg: &Postgres) -> Killed {
     vars.push(("postgres_sslmode", "disable".into()));
     vars.push(("auth_leeway_seconds", "0".into()));
     vars.push(("retry_ms", "200".into()));
-    let mut cmd = crm_events_harness::app::host_command(port, redis);
-    for (k, v) in &vars {
-        cmd.args(["--variable", &format!("{k}={v}")]);
-    }
-    let child = cmd.env("RUST_LOG", "error").spawn().unwrap();
-    crm_events_harness::app::wait_listening(port);
-    Killed(child)
+    common::spawn_app(port, redis, &vars)
 }
 
 /// Every route `spin.toml` triggers is a path of the OpenAPI document (the catch-all

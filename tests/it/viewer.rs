@@ -21,22 +21,9 @@ const TOPIC: &str = "aetherlink.events";
 
 /// The app as its own process (so stopping it really drops the browser's stream).
 fn start_app(port: u16, redis: &RedisServer) -> Killed {
-    let child = crm_events_harness::app::host_command(port, redis)
-        .args(["--variable", "retry_ms=500"])
-        .args(["--variable", "auth_mode=jwt"])
-        .args(["--variable", "auth_algorithms=EdDSA"])
-        .args([
-            "--variable",
-            &format!(
-                "auth_public_keys={}",
-                tokens::keys(Algorithm::EdDSA).public_pem
-            ),
-        ])
-        .env("RUST_LOG", "error")
-        .spawn()
-        .unwrap();
-    crm_events_harness::app::wait_listening(port);
-    Killed(child)
+    let mut vars = tokens::auth_vars(&[Algorithm::EdDSA]);
+    vars.push(("retry_ms", "500".into()));
+    common::spawn_app(port, redis, &vars)
 }
 
 fn event(kafka: &Kafka, i: usize, kind: &str, tenant: &str) {

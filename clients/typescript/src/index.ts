@@ -90,6 +90,20 @@ export function retryAfterMs(header: string | null): number | null {
   return Number.isNaN(at) ? null : Math.max(0, at - Date.now());
 }
 
+/** The first wait before a new attempt, and the longest, ms (unless given). */
+const DEFAULT_MIN_RETRY_MS = 500;
+const DEFAULT_MAX_RETRY_MS = 30_000;
+
+/**
+ * The wait before attempt `attempt` (1: the first retry): doubling from `minMs` up to
+ * `maxMs`, with jitter over its upper half, and never sooner than `Retry-After`.
+ */
+function backoffMs(attempt: number, minMs: number, maxMs: number | undefined, retryAfter: number | null): number {
+  const max = Math.max(minMs, maxMs ?? DEFAULT_MAX_RETRY_MS);
+  const base = Math.min(max, minMs * 2 ** Math.max(0, attempt - 1));
+  return Math.max(retryAfter ?? 0, Math.round(base / 2 + (Math.random() * base) / 2));
+}
+
 /** Statuses worth trying again: the service is busy, limiting, or briefly away. */
 function isTransient(status: number | null): boolean {
   return status === null || status === 408 || status === 429 || status === 502 || status === 503 || status === 504;
@@ -290,7 +304,7 @@ class Subscription implements EventStream {
   constructor(private readonly options: ConnectOptions) {
     this.position = options.lastEventId || null;
     this.base = baseUrl(options.url);
-    this.fetcher = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.fetcher = fetcherOf(options.fetch);
     if (options.token !== undefined && options.signIn !== undefined) {
       throw new TypeError("connect: give `token` or `signIn`, not both");
     }
@@ -455,10 +469,8 @@ class Subscription implements EventStream {
 
   /** Waits before the next attempt: exponential with jitter, never less than Retry-After. */
   private async wait(attempt: number, error: CrmEventsError): Promise<void> {
-    const min = Math.max(this.options.minRetryMs ?? 500, this.serverRetryMs ?? 0);
-    const max = Math.max(min, this.options.maxRetryMs ?? 30_000);
-    const base = Math.min(max, min * 2 ** Math.max(0, attempt - 1));
-    const delayMs = Math.max(error.retryAfterMs ?? 0, Math.round(base / 2 + (Math.random() * base) / 2));
+    const min = Math.max(this.options.minRetryMs ?? DEFAULT_MIN_RETRY_MS, this.serverRetryMs ?? 0);
+    const delayMs = backoffMs(attempt, min, this.options.maxRetryMs, error.retryAfterMs);
     this.status({ state: "retrying", attempt, delayMs, error });
     await sleep(delayMs, this.abort.signal);
   }
@@ -556,7 +568,7 @@ export async function signOut(options: SessionOptions = {}): Promise<void> {
 }
 
 async function sessionRequest(options: SessionOptions, method: string, headers: Record<string, string>): Promise<Response> {
-  const fetcher = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const fetcher = fetcherOf(options.fetch);
   try {
     return await fetcher(new URL(SESSION_PATH, baseUrl(options.url)), {
       method,
@@ -630,14 +642,13 @@ export async function publish(event: PublishEvent, options: PublishOptions): Pro
     }
     const retryable = isTransient(outcome.status) || outcome.status === 409;
     if (!retryable || attempt >= retries) throw outcome;
-    const min = options.minRetryMs ?? 500;
-    const base = Math.min(options.maxRetryMs ?? 30_000, min * 2 ** attempt);
-    await sleep(Math.max(outcome.retryAfterMs ?? 0, base / 2 + (Math.random() * base) / 2), options.signal);
+    const min = options.minRetryMs ?? DEFAULT_MIN_RETRY_MS;
+    await sleep(backoffMs(attempt + 1, min, options.maxRetryMs, outcome.retryAfterMs), options.signal);
   }
 }
 
 async function publishOnce(options: PublishOptions, body: string, key: string, token: string): Promise<PublishReceipt | CrmEventsError> {
-  const fetcher = options.fetch ?? globalThis.fetch.bind(globalThis);
+  const fetcher = fetcherOf(options.fetch);
   let response: Response;
   try {
     response = await fetcher(new URL(STREAM_PATH, baseUrl(options.url)), {
@@ -658,6 +669,10 @@ async function publishOnce(options: PublishOptions, body: string, key: string, t
 
 // ---------------------------------------------------------------------------------
 // Small things
+
+function fetcherOf(given: typeof fetch | undefined): typeof fetch {
+  return given ?? globalThis.fetch.bind(globalThis);
+}
 
 function bearer(token: string): Record<string, string> {
   return { authorization: `Bearer ${token}` };

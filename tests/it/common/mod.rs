@@ -44,10 +44,31 @@ pub fn manifest_routes() -> Vec<(String, String)> {
         .collect()
 }
 
+/// The app on the host as a process of its own (so killing it really drops its
+/// clients' streams), with these variables; it listens on `port` when this returns.
+pub fn spawn_app(
+    port: u16,
+    redis: &crm_events_harness::redis_server::RedisServer,
+    vars: &[(&str, String)],
+) -> Killed {
+    let mut cmd = crm_events_harness::app::host_command(port, redis);
+    for (k, v) in vars {
+        cmd.args(["--variable", &format!("{k}={v}")]);
+    }
+    let child = cmd.env("RUST_LOG", "error").spawn().unwrap();
+    crm_events_harness::app::wait_listening(port);
+    Killed(child)
+}
+
 /// A child process that is killed when dropped (also when a test panics).
 pub struct Killed(pub std::process::Child);
 
 impl Killed {
+    /// Whether it is still running.
+    pub fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+
     /// Kills it now and waits for it.
     pub fn kill(&mut self) {
         let _ = self.0.kill();
