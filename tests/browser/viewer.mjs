@@ -122,7 +122,7 @@ try {
   check(errors.length === 0, "no console errors after the reset: " + errors.join(" | "));
   console.log("OK");
 } catch (e) {
-  console.log("FAIL " + (e && e.stack ? e.stack : e));
+  console.log("FAIL " + String(e && e.stack ? e.stack : e).replace(/\n/g, " | "));
   process.exitCode = 1;
 } finally {
   await browser.close();

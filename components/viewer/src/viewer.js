@@ -19,7 +19,12 @@ const STATUS = { connecting: "connecting", live: "live", retrying: "down", signi
 async function start() {
   if (state.stream) state.stream.close();
   const tenant = $("tenant").value.trim(), type = $("type").value.trim();
-  if (tenant !== state.streamTenant) { state.lastId = ""; state.streamTenant = tenant; }
+  if (tenant !== state.streamTenant) {
+    // The new stream replays its last 100 entries: the cards shown so far would
+    // come twice, so they go first.
+    state.lastId = ""; state.streamTenant = tenant;
+    state.kept = []; state.buffer = []; list.replaceChildren(); $("pending").textContent = "";
+  }
   const stream = connect({
     signIn: askForToken,
     onSession: showIdentity,
