@@ -23,8 +23,8 @@
 //! A writer keeps either the all-tenants stream or the tenant streams of one shard
 //! ([`Layout`]); the relay runs one per Redis it writes, each with its own
 //! connection, watermarks, dedup window and epoch. A tenant-shard writer adds each
-//! of its events to its tenant's stream with [`APPEND`], one script per tenant in the
-//! same `MULTI`, which also opens the stream's epoch and trims it by age and count.
+//! of its events to its tenant's stream with [`APPEND`], one script for all of the
+//! batch's tenants in the same `MULTI`, which also opens the stream's epoch and trims it by age and count.
 //!
 //! Trimming keeps `STREAM_MAXLEN` entries once the stream is 1% over it, exactly, and
 //! records the newest trimmed id (Redis does not move `max-deleted-entry-id` on
@@ -72,50 +72,87 @@ pub struct TenantShard {
     pub retention_ms: u64,
 }
 
-/// Appends a batch's events to one tenant's stream, in the writer's `MULTI`.
-/// Opens the stream's epoch first when it is not the shard's (an epoch marker entry,
-/// which streams in that epoch already skip); then trims by count (exactly to
-/// `maxlen` once 1% over) and by age, recording the newest trimmed id, and lets the
-/// stream's keys expire `retention` after this write.
-/// KEYS: stream, its epoch, its trim marker. ARGV: shard epoch, epoch marker,
-/// retention ms, maxlen, slack, envelopes…
+/// Appends a batch's events to its tenants' streams, in the writer's `MULTI`: one
+/// script for the whole batch (a script per tenant cost Redis more in calling Lua
+/// than in the work). For each tenant it opens the stream's epoch first when it is
+/// not the shard's (an epoch marker entry, which streams in that epoch already
+/// skip); then trims by count (exactly to `maxlen` once 1% over) and by age,
+/// recording the newest trimmed id, and lets the stream's keys expire `retention`
+/// after this write.
+/// KEYS: per tenant its stream, its epoch, its trim marker. ARGV: shard epoch, epoch
+/// marker, retention ms, maxlen, slack, then per tenant (in KEYS' order) the number
+/// of its envelopes and the envelopes. Build it with [`append_command`].
 pub const APPEND: &str = r#"
-local stream, epoch_key, trimmed_key = KEYS[1], KEYS[2], KEYS[3]
 local retention, maxlen, slack = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-if retention > 0 and redis.call('EXISTS', stream) == 0 and redis.call('EXISTS', trimmed_key) == 0 then
-  -- Begun (again): anything this tenant had before is older than the retention.
-  redis.call('SET', trimmed_key, string.format('%.0f-18446744073709551615', math.max(now - retention, 0)))
-end
-if redis.call('GET', epoch_key) ~= ARGV[1] then
-  redis.call('XADD', stream, '*', 'e', ARGV[2])
-  redis.call('SET', epoch_key, ARGV[1])
-end
-for i = 6, #ARGV do
-  redis.call('XADD', stream, '*', 'e', ARGV[i])
-end
-if maxlen > 0 then
-  local len = redis.call('XLEN', stream)
-  if len > maxlen + slack then
-    local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen)
-    redis.call('XTRIM', stream, 'MAXLEN', '=', maxlen)
-    redis.call('SET', trimmed_key, old[#old][1])
+local a = 6
+for k = 1, #KEYS, 3 do
+  local stream, epoch_key, trimmed_key = KEYS[k], KEYS[k + 1], KEYS[k + 2]
+  local n = tonumber(ARGV[a])
+  if retention > 0 and redis.call('EXISTS', stream) == 0 and redis.call('EXISTS', trimmed_key) == 0 then
+    -- Begun (again): anything this tenant had before is older than the retention.
+    redis.call('SET', trimmed_key, string.format('%.0f-18446744073709551615', math.max(now - retention, 0)))
   end
-end
-if retention > 0 then
-  local cutoff = now - retention
-  local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
-  if first and tonumber(string.match(first[1], '^%d+')) < cutoff then
-    local cut = string.format('%.0f-0', cutoff)
-    local last = redis.call('XREVRANGE', stream, '(' .. cut, '-', 'COUNT', 1)[1]
-    redis.call('XTRIM', stream, 'MINID', '=', cut)
-    if last then redis.call('SET', trimmed_key, last[1]) end
+  if redis.call('GET', epoch_key) ~= ARGV[1] then
+    redis.call('XADD', stream, '*', 'e', ARGV[2])
+    redis.call('SET', epoch_key, ARGV[1])
   end
-  for _, k in ipairs(KEYS) do redis.call('PEXPIRE', k, retention) end
+  for i = a + 1, a + n do
+    redis.call('XADD', stream, '*', 'e', ARGV[i])
+  end
+  a = a + n + 1
+  if maxlen > 0 then
+    local len = redis.call('XLEN', stream)
+    if len > maxlen + slack then
+      local old = redis.call('XRANGE', stream, '-', '+', 'COUNT', len - maxlen)
+      redis.call('XTRIM', stream, 'MAXLEN', '=', maxlen)
+      redis.call('SET', trimmed_key, old[#old][1])
+    end
+  end
+  if retention > 0 then
+    local cutoff = now - retention
+    local first = redis.call('XRANGE', stream, '-', '+', 'COUNT', 1)[1]
+    if first and tonumber(string.match(first[1], '^%d+')) < cutoff then
+      local cut = string.format('%.0f-0', cutoff)
+      local last = redis.call('XREVRANGE', stream, '(' .. cut, '-', 'COUNT', 1)[1]
+      redis.call('XTRIM', stream, 'MINID', '=', cut)
+      if last then redis.call('SET', trimmed_key, last[1]) end
+    end
+    redis.call('PEXPIRE', stream, retention)
+    redis.call('PEXPIRE', epoch_key, retention)
+    redis.call('PEXPIRE', trimmed_key, retention)
+  end
 end
 return 0
 "#;
+
+/// The [`APPEND`] of `tenants`' envelopes (each tenant's in order) to their streams
+/// in the shard's `epoch` (`marker` opens it), under `shard`'s retention.
+pub fn append_command(
+    keys: &Keys,
+    shard: &TenantShard,
+    epoch: &str,
+    marker: &str,
+    tenants: &BTreeMap<&str, Vec<&str>>,
+) -> redis::Cmd {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(APPEND).arg(3 * tenants.len());
+    for tenant in tenants.keys() {
+        cmd.arg(keys.tenant_stream(tenant))
+            .arg(keys.tenant_epoch(tenant))
+            .arg(keys.tenant_trimmed(tenant));
+    }
+    cmd.arg(epoch)
+        .arg(marker)
+        .arg(shard.retention_ms)
+        .arg(shard.maxlen)
+        .arg(trim_slack(shard.maxlen));
+    for envelopes in tenants.values() {
+        cmd.arg(envelopes.len()).arg(envelopes);
+    }
+    cmd
+}
 
 /// What one batch write did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -426,7 +463,7 @@ impl Writer {
 
     /// The adds of the transaction. The all-tenants stream: an `XADD` per event, the
     /// `PUBLISH` of the batch, and `XLEN` last (to know when to trim). Tenant
-    /// streams: one [`APPEND`] per tenant, its events in batch order.
+    /// streams: one [`APPEND`] for the batch, each tenant's events in batch order.
     fn add_events(&self, tx: &mut redis::Pipeline, fresh: &[&Event], epoch: &str) {
         let shard = match &self.layout {
             Layout::AllTenants => {
@@ -453,25 +490,14 @@ impl Writer {
                 .or_default()
                 .push(envelope);
         }
-        let marker = epoch_marker(epoch, &self.epoch_reason);
-        let numbers = [
-            shard.retention_ms.to_string(),
-            shard.maxlen.to_string(),
-            trim_slack(shard.maxlen).to_string(),
-        ];
-        for (tenant, envelopes) in by_tenant {
-            tx.cmd("EVAL")
-                .arg(APPEND)
-                .arg(3)
-                .arg(self.keys.tenant_stream(tenant))
-                .arg(self.keys.tenant_epoch(tenant))
-                .arg(self.keys.tenant_trimmed(tenant))
-                .arg(epoch)
-                .arg(&marker)
-                .arg(&numbers)
-                .arg(envelopes)
-                .ignore();
+        if by_tenant.is_empty() {
+            return;
         }
+        let marker = epoch_marker(epoch, &self.epoch_reason);
+        tx.add_command(append_command(
+            &self.keys, shard, epoch, &marker, &by_tenant,
+        ))
+        .ignore();
     }
 
     /// Remembers the ids `EXEC` returned and trims when the stream is due.

@@ -3,7 +3,7 @@
 use crm_events_contracts::envelope::{encode_record, epoch_marker, Audience, Envelope, RawRecord};
 use crm_events_contracts::keys::{Keys, ENVELOPE_FIELD};
 use crm_events_contracts::tenant::tenant_of_value;
-use crm_events_sidecar::writer::APPEND;
+use crm_events_sidecar::writer::{append_command, TenantShard};
 use redis::Commands;
 use serde_json::Value;
 use std::time::{Duration, Instant};
@@ -80,16 +80,14 @@ pub fn append_to_tenant(conn: &mut redis::Connection, tenant: &str, envelope: &s
         .unwrap();
     let epoch: String = conn.get(keys.tenants_epoch()).unwrap();
     let marker = epoch_marker(&epoch, "epoch_started");
-    let () = redis::cmd("EVAL")
-        .arg(APPEND)
-        .arg(3)
-        .arg(keys.tenant_stream(tenant))
-        .arg(keys.tenant_epoch(tenant))
-        .arg(keys.tenant_trimmed(tenant))
-        .arg(&epoch)
-        .arg(marker)
-        .arg(&["86400000", "10000", "100"])
-        .arg(envelope)
+    let shard = TenantShard {
+        index: 0,
+        count: 1,
+        maxlen: 10_000,
+        retention_ms: 86_400_000,
+    };
+    let tenants = std::collections::BTreeMap::from([(tenant, vec![envelope])]);
+    let () = append_command(&keys, &shard, &epoch, &marker, &tenants)
         .query::<i64>(conn)
         .map(|_| ())
         .unwrap();
