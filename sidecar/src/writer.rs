@@ -24,7 +24,8 @@
 //! ([`Layout`]); the relay runs one per Redis it writes, each with its own
 //! connection, watermarks, dedup window and epoch. A tenant-shard writer adds each
 //! of its events to its tenant's stream with [`APPEND`], one script for all of the
-//! batch's tenants in the same `MULTI`, which also opens the stream's epoch and trims it by age and count.
+//! batch's tenants in the same `MULTI`, which also opens each stream's epoch and
+//! trims it by age and count.
 //!
 //! Trimming keeps `STREAM_MAXLEN` entries once the stream is 1% over it, exactly, and
 //! records the newest trimmed id (Redis does not move `max-deleted-entry-id` on
