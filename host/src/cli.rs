@@ -59,6 +59,11 @@ pub struct HostArgs {
     /// components' own limits are then all there is; for tests).
     #[arg(long, env = "CRM_EVENTS_HOST_SPIN_LIKE_BODIES", value_parser = clap::builder::BoolishValueParser::new(), default_value_t = false)]
     pub spin_like_bodies: bool,
+    /// Threads that serve connections, each with its own single-threaded runtime
+    /// (default: one per core; 0 serves them on the listener's multi-threaded
+    /// runtime).
+    #[arg(long, env = "CRM_EVENTS_HOST_WORKERS")]
+    pub workers: Option<usize>,
     /// Directory for compiled components (reused across runs).
     #[arg(long, default_value = "target/crm-events-host-cache")]
     pub cache_dir: PathBuf,

@@ -19,6 +19,7 @@
 //! * [`limits`]: the bounds on clients (connections, head and body time, body size).
 //! * [`server`]: the HTTP/1.1 and h2c listener: admits connections within the limits
 //!   and keeps accepting through descriptor exhaustion.
+//! * [`workers`]: per-core threads that serve the admitted connections.
 
 pub mod cli;
 pub mod limits;
@@ -26,5 +27,6 @@ pub mod manifest;
 pub mod runtime;
 pub mod server;
 pub mod spin_apis;
+pub mod workers;
 
 pub use runtime::{Host, HostConfig};

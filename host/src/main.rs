@@ -42,8 +42,7 @@ fn within_descriptors(asked: Option<usize>, instances: usize) -> usize {
     }
 }
 
-#[tokio::main]
-async fn main() -> Result<()> {
+fn main() -> Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -51,6 +50,22 @@ async fn main() -> Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let args = HostArgs::parse();
+    let workers = args.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
+    });
+    // With workers the main runtime only loads the app and accepts: one thread is
+    // enough (compiling runs on its blocking pool).
+    let runtime = match workers {
+        0 => tokio::runtime::Builder::new_multi_thread(),
+        _ => tokio::runtime::Builder::new_current_thread(),
+    }
+    .enable_all()
+    .build()?;
+    runtime.block_on(serve(args, workers))
+}
+
+/// Loads the manifest and serves it until Ctrl-C.
+async fn serve(args: HostArgs, workers: usize) -> Result<()> {
     let mut config = HostConfig::new(&args.manifest);
     config.max_instances = args.max_instances;
     config.cache_dir = Some(args.cache_dir);
@@ -59,6 +74,7 @@ async fn main() -> Result<()> {
     config.tcp_nodelay = args.tcp_nodelay;
     config.perf_map = args.perf_map;
     config.shared_redis = args.shared_redis;
+    config.workers = workers;
     config.variables = args.variables.into_iter().collect();
     config.limits = ServerLimits {
         max_connections: within_descriptors(args.max_connections, args.max_instances),

@@ -72,6 +72,9 @@ pub struct HostConfig {
     pub perf_map: bool,
     /// The bounds on clients: connections, head and body time, body size.
     pub limits: ServerLimits,
+    /// Threads that serve connections, each with a runtime of its own
+    /// ([`crate::workers`]); 0 serves them on the listener's runtime.
+    pub workers: usize,
 }
 
 impl HostConfig {
@@ -87,6 +90,7 @@ impl HostConfig {
             shared_redis: true,
             perf_map: false,
             limits: ServerLimits::default(),
+            workers: 0,
         }
     }
 
@@ -146,6 +150,7 @@ pub struct Host {
     shared_redis: Option<Arc<SharedRedis>>,
     tcp_nodelay: bool,
     limits: ServerLimits,
+    workers: usize,
     connections: Arc<Connections>,
     body_budget: BodyBudget,
 }
@@ -201,6 +206,7 @@ impl Host {
             tcp_nodelay: config.tcp_nodelay,
             body_budget: BodyBudget::new(config.limits.max_buffered_body_bytes),
             limits: config.limits,
+            workers: config.workers,
             connections: Arc::default(),
         }))
     }
@@ -208,6 +214,11 @@ impl Host {
     /// Whether accepted sockets get `TCP_NODELAY` ([`HostConfig::tcp_nodelay`]).
     pub fn tcp_nodelay(&self) -> bool {
         self.tcp_nodelay
+    }
+
+    /// Threads that serve connections ([`HostConfig::workers`]).
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// The bounds on clients.

@@ -12,13 +12,18 @@
 //!   as JSON and closed;
 //! * a connection must start its request within the header timeout, and hyper
 //!   closes one whose head is not complete by then.
+//!
+//! Admitted connections are served on the per-core [`Workers`] when the host has
+//! any ([`crate::HostConfig::workers`]), else on the listener's runtime.
 
 use crate::limits::{self, Admitted, ServerLimits};
 use crate::runtime::Host;
+use crate::workers::Workers;
 use anyhow::Result;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::io;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::AsyncWriteExt;
@@ -31,14 +36,18 @@ const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 /// How long a refused connection may take to read its answer.
 const REFUSAL_WRITE_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// Serves until the task is dropped.
+/// Serves until the task is dropped (the workers stop with it).
 pub async fn serve(host: Arc<Host>, listener: TcpListener) -> Result<()> {
+    let workers = match host.workers() {
+        0 => None,
+        n => Some(Workers::start(n)?),
+    };
     let mut backoff = ACCEPT_BACKOFF_MIN;
     loop {
         match listener.accept().await {
             Ok((socket, peer)) => {
                 backoff = ACCEPT_BACKOFF_MIN;
-                admit(&host, socket, peer);
+                admit(&host, workers.as_ref(), socket, peer);
             }
             Err(e) if is_per_connection(&e) => {
                 tracing::debug!(error = %e, "a connection failed before it was accepted");
@@ -63,12 +72,26 @@ fn is_per_connection(e: &io::Error) -> bool {
     )
 }
 
-/// Serves `socket` when the caps admit it, else answers the refusal and closes it.
-fn admit(host: &Arc<Host>, socket: TcpStream, peer: std::net::SocketAddr) {
+/// Serves `socket` when the caps admit it (on the next worker, if there are
+/// workers), else answers the refusal and closes it.
+fn admit(host: &Arc<Host>, workers: Option<&Workers>, socket: TcpStream, peer: SocketAddr) {
     match host.connections().admit(peer.ip(), host.limits()) {
         Ok(admitted) => {
             set_nodelay(&socket, host.tcp_nodelay());
-            tokio::spawn(serve_connection(host.clone(), socket, peer, admitted));
+            let Some(workers) = workers else {
+                tokio::spawn(serve_connection(host.clone(), socket, peer, admitted));
+                return;
+            };
+            let Ok(socket) = socket.into_std() else {
+                return;
+            };
+            let host = host.clone();
+            workers.spawn(move || async move {
+                // Registered with the worker's own runtime.
+                if let Ok(socket) = TcpStream::from_std(socket) {
+                    serve_connection(host, socket, peer, admitted).await;
+                }
+            });
         }
         Err(over) => {
             tracing::debug!(%peer, ?over, "connection refused: over a connection limit");
@@ -90,7 +113,7 @@ async fn refuse(mut socket: TcpStream, response: Vec<u8>) {
 async fn serve_connection(
     host: Arc<Host>,
     socket: TcpStream,
-    peer: std::net::SocketAddr,
+    peer: SocketAddr,
     _admitted: Admitted,
 ) {
     // The HTTP version is told from the first bytes, which hyper waits for without a
@@ -138,7 +161,7 @@ fn set_nodelay(socket: &tokio::net::TcpStream, on: bool) {
 }
 
 /// Binds `addr` and serves in a background task; returns the bound address.
-pub async fn spawn(host: Arc<Host>, addr: &str) -> Result<std::net::SocketAddr> {
+pub async fn spawn(host: Arc<Host>, addr: &str) -> Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {

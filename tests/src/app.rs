@@ -126,6 +126,8 @@ impl App {
             config = config.variable(k, *v);
         }
         config.cache_dir = Some(cache_dir());
+        // Served as the host binary serves them: on worker threads of their own.
+        config.workers = 2;
         tune(&mut config);
         let host = Host::load(config)
             .await

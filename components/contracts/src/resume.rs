@@ -47,6 +47,13 @@ fn decide_within_epoch(info: &StreamInfo, resume: Resume) -> Start {
     let oldest = info.first_entry_id.map(|id| id.to_string());
     let removed_through = info.max_deleted_entry_id.max(info.trimmed_through);
     let trimmed_after = |pos: StreamId| removed_through.is_some_and(|d| d > pos);
+    // Past a gap the stream goes on from its oldest entry: reading from just before
+    // it (not from the client's older id) reads exactly that, from Redis or from a
+    // host's copy of the stream that has not yet heard of the trim.
+    let past_gap = |pos: StreamId| match info.first_entry_id {
+        Some(oldest) if trimmed_after(pos) => pos.max(oldest.predecessor()),
+        _ => pos,
+    };
     match resume {
         Resume::New => Start {
             after: info.last_generated_id,
@@ -61,7 +68,7 @@ fn decide_within_epoch(info: &StreamInfo, resume: Resume) -> Start {
             reset: None,
         },
         Resume::After(id) => Start {
-            after: id,
+            after: past_gap(id),
             gap: trimmed_after(id)
                 .then(|| gap_event(&id.to_string(), oldest.as_deref(), "trimmed")),
             reset: None,
@@ -78,7 +85,7 @@ fn decide_within_epoch(info: &StreamInfo, resume: Resume) -> Start {
             // reconnect reads as "the stream is behind me" and replay everything.
             let after = StreamId::just_before_time(ms).min(info.last_generated_id);
             Start {
-                after,
+                after: past_gap(after),
                 gap: trimmed_after(after)
                     .then(|| gap_event(&format!("{ms}"), oldest.as_deref(), "trimmed")),
                 reset: None,
@@ -169,9 +176,11 @@ mod tests {
     fn resume_before_trimmed_history_reports_a_gap() {
         let i = info((50, 0), Some((10, 0)), Some((9, 0)));
         let s = decide(&i, Resume::After(StreamId::new(5, 0)), None);
-        assert_eq!(s.after, StreamId::new(5, 0));
+        // It goes on from the oldest entry left, whatever else still holds older.
+        assert_eq!(s.after, StreamId::new(9, u64::MAX));
         assert_eq!(gap_reason(&s).as_deref(), Some("trimmed"));
         let s = decide(&i, Resume::Since(3), None);
+        assert_eq!(s.after, StreamId::new(9, u64::MAX));
         assert_eq!(gap_reason(&s).as_deref(), Some("trimmed"));
         let s = decide(&i, Resume::Since(10), None);
         assert_eq!(s.gap, None);
@@ -183,6 +192,8 @@ mod tests {
         i.max_deleted_entry_id = Some(StreamId::new(30, 0));
         let s = decide(&i, Resume::After(StreamId::new(20, 0)), None);
         assert_eq!(gap_reason(&s).as_deref(), Some("trimmed"));
+        // What is left after the client's id is still read: 21-0 up to 50-0.
+        assert_eq!(s.after, StreamId::new(20, 0));
     }
 
     #[test]

@@ -9,39 +9,16 @@
 //! own, so whichever is ready first wins.
 
 use futures::future::{select, Either};
-use futures::{Sink, SinkExt};
 use spin_executor::{push_waker_and_get_token, CancelOnDropToken};
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use wasi::clocks::monotonic_clock;
+use wasi::io::poll::Pollable;
 
-/// How a send ended.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Sent {
-    /// The chunk is with the host.
-    Done,
-    /// The client is gone (the body is closed).
-    Gone,
-    /// The client did not take the chunk within the deadline.
-    Stuck,
-}
-
-/// Sends `chunk`, giving up after `timeout`.
-pub async fn send_within<S: Sink<Vec<u8>> + Unpin>(
-    body: &mut S,
-    chunk: Vec<u8>,
-    timeout: Duration,
-) -> Sent {
-    match within(body.send(chunk), timeout).await {
-        Some(Ok(())) => Sent::Done,
-        Some(Err(_)) => Sent::Gone,
-        None => Sent::Stuck,
-    }
-}
-
-/// `fut`'s output, or `None` when it is not ready within `timeout`.
+/// `fut`'s output, or `None` when it is not ready within `timeout` (counted from
+/// when `fut` is first found not ready: one that is ready at once costs no clock).
 pub async fn within<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
     match select(pin!(fut), Sleep::new(timeout)).await {
         Either::Left((output, _)) => Some(output),
@@ -49,18 +26,20 @@ pub async fn within<F: Future>(fut: F, timeout: Duration) -> Option<F::Output> {
     }
 }
 
-/// A future ready at a monotonic-clock instant.
-struct Sleep {
-    until: monotonic_clock::Instant,
+/// A future ready `after` its first poll.
+pub struct Sleep {
+    after: Duration,
+    /// The instant, taken from the clock at the first poll.
+    until: Option<monotonic_clock::Instant>,
     /// The registered pollable; dropping it unregisters it.
     token: Option<CancelOnDropToken>,
 }
 
 impl Sleep {
-    fn new(after: Duration) -> Self {
-        let nanos = u64::try_from(after.as_nanos()).unwrap_or(u64::MAX);
+    pub fn new(after: Duration) -> Self {
         Self {
-            until: monotonic_clock::now().saturating_add(nanos),
+            after,
+            until: None,
             token: None,
         }
     }
@@ -70,12 +49,53 @@ impl Future for Sleep {
     type Output = ();
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        if monotonic_clock::now() >= self.until {
+        // spin-sdk's executor polls every future whenever any pollable is ready:
+        // the clock decides, not the wake-up.
+        let now = monotonic_clock::now();
+        let nanos = u64::try_from(self.after.as_nanos()).unwrap_or(u64::MAX);
+        let until = *self.until.get_or_insert(now.saturating_add(nanos));
+        if now >= until {
             self.token = None;
             return Poll::Ready(());
         }
-        let pollable = monotonic_clock::subscribe_instant(self.until);
+        let pollable = monotonic_clock::subscribe_instant(until);
         self.token = Some(push_waker_and_get_token(pollable, cx.waker().clone()).into());
         Poll::Pending
+    }
+}
+
+/// A future ready when a WASI pollable is — or, as spin-sdk's executor polls every
+/// future whenever any pollable is ready, possibly before: the caller checks again
+/// what it waited for.
+pub struct PollableReady {
+    pollable: Option<Pollable>,
+    /// The pollable registered with the executor; dropping it unregisters it.
+    token: Option<CancelOnDropToken>,
+}
+
+impl PollableReady {
+    pub fn new(pollable: Pollable) -> Self {
+        Self {
+            pollable: Some(pollable),
+            token: None,
+        }
+    }
+}
+
+impl Future for PollableReady {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        match self.pollable.take() {
+            Some(pollable) => {
+                let waker = cx.waker().clone();
+                self.token = Some(push_waker_and_get_token(pollable, waker).into());
+                Poll::Pending
+            }
+            None => {
+                self.token = None;
+                Poll::Ready(())
+            }
+        }
     }
 }

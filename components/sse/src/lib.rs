@@ -23,6 +23,7 @@
 //! `POST` on the same route publishes an event through the outbox ([`publish`]):
 //! Spin routes by path, so the stream's component answers it.
 
+mod body;
 mod deadline;
 mod lease;
 mod migrate;

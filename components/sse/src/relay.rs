@@ -7,13 +7,13 @@
 //! * Under load a stream reads at most once per `linger_ms`: events that arrive
 //!   within it go out in one write (one wake-up of the instance for all of them).
 //! * A client that takes nothing for `send_timeout_seconds` ends its stream
-//!   ([`crate::deadline`]); it resumes exactly with `Last-Event-ID`.
+//!   ([`crate::body`]); it resumes exactly with `Last-Event-ID`.
 //! * The stream ends cleanly when `max_stream_seconds` is reached, when Redis fails
 //!   (the client reconnects and resumes exactly), or when the client is gone. A
 //!   Redis that hangs (a read that fails only after its whole block time) does not
 //!   end it: keepalives go on and the stream carries on where it was.
 
-use crate::deadline::{send_within, Sent};
+use crate::body::{EventBody, Sent};
 use crate::Opened;
 use crm_events_contracts::config::SseConfig;
 use crm_events_contracts::envelope::{
@@ -26,7 +26,6 @@ use crm_events_contracts::spin_glue::{fields, now_seconds};
 use crm_events_contracts::sse;
 use crm_events_contracts::stream_id::{event_id, push_event_id, StreamId};
 use spin_sdk::http::{OutgoingResponse, ResponseOutparam};
-use std::pin::pin;
 use std::time::{Duration, Instant};
 use wasi::clocks::monotonic_clock;
 
@@ -86,11 +85,14 @@ impl<'a> Relay<'a> {
 
     /// Sends the headers and streams until the end.
     pub async fn run(mut self, out: ResponseOutparam, cors: &[(&'static str, String)]) {
-        let mut body = pin!(send_head(out, cors));
+        let Some(mut body) = send_head(out, cors) else {
+            self.finish();
+            return;
+        };
         let timeout = Duration::from_secs(self.config.send_timeout_seconds);
         let mut chunk = self.first_frames();
         loop {
-            match send_within(&mut body, chunk.into_bytes(), timeout).await {
+            match body.send_within(chunk.as_bytes(), timeout).await {
                 Sent::Done => {}
                 Sent::Gone => break,
                 Sent::Stuck => {
@@ -98,11 +100,10 @@ impl<'a> Relay<'a> {
                     break;
                 }
             }
-            self.renew_lease_if_due();
             match self.next_step() {
                 Step::Send(frames) => chunk = frames,
                 Step::End(frames) => {
-                    let _ = send_within(&mut body, frames.into_bytes(), timeout).await;
+                    let _ = body.send_within(frames.as_bytes(), timeout).await;
                     break;
                 }
             }
@@ -138,9 +139,12 @@ impl<'a> Relay<'a> {
     }
 
     /// Waits for the next entries (or the keepalive, or the deadline) and frames them.
+    /// The clock is read twice per step, before and after the read (each reading is
+    /// a call into the host).
     fn next_step(&mut self) -> Step {
-        self.linger(); // first: the expiry and the deadline are checked after it
-        if self.expiry.is_some_and(|e| e <= Instant::now()) {
+        let now = self.linger(Instant::now()); // first: expiry and deadline after it
+        self.renew_lease_if_due(now);
+        if self.expiry.is_some_and(|e| e <= now) {
             let mut frames = String::new();
             let resume_from = self.event_id(self.position);
             sse::named_event(
@@ -151,16 +155,17 @@ impl<'a> Relay<'a> {
             );
             return Step::End(frames);
         }
-        let Some(block) = self.block_time() else {
+        let Some(block) = self.block_time(now) else {
             return end("stream time limit reached; reconnect to resume");
         };
-        let started = Instant::now();
-        let entries = match self.read(block) {
+        let read = self.read(block);
+        let waited = Instant::now().saturating_duration_since(now);
+        let entries = match read {
             Ok(entries) => entries,
             // The read waited out its whole block time before failing: Redis hangs
             // (a host deadline gave up on it), it is not gone. Keep the stream and
             // read again from the same position; a reconnect would only meet 503s.
-            Err(_) if started.elapsed() >= block => Vec::new(),
+            Err(_) if waited >= block => Vec::new(),
             Err(e) => return end(&format!("{e}; reconnect to resume")),
         };
         let mut frames = String::with_capacity(frames_capacity(&entries));
@@ -170,17 +175,17 @@ impl<'a> Relay<'a> {
             // A read that had to wait for its entries found a quiet stream: the next
             // event is likely as far off, and lingering for it would only cost a
             // wake-up. A read answered at once found a busy one: linger.
-            let waited = started.elapsed() >= Duration::from_millis(self.config.linger_ms);
-            self.last_batch = (!waited).then(Instant::now);
-            self.frame(&entries, &mut frames);
+            let returned = now + waited;
+            let quiet = waited >= Duration::from_millis(self.config.linger_ms);
+            self.last_batch = (!quiet).then_some(returned);
+            self.frame(&entries, &mut frames, returned);
         }
         Step::Send(frames)
     }
 
     /// How long the next read may block: the keepalive, or less before the deadline
     /// or the token's expiry; `None` once the deadline has passed.
-    fn block_time(&self) -> Option<Duration> {
-        let now = Instant::now();
+    fn block_time(&self, now: Instant) -> Option<Duration> {
         let keepalive = Duration::from_secs(self.config.keepalive_seconds);
         let until_expiry = self
             .expiry
@@ -198,13 +203,18 @@ impl<'a> Relay<'a> {
     /// Waits out what is left of `linger_ms` since the last batch: what arrives
     /// meanwhile goes out in the next one, one wake-up and one write for all of it.
     /// After a read that waited for its entries (a quiet stream) nothing waits.
-    fn linger(&self) {
+    /// Returns the time after the wait.
+    fn linger(&self, now: Instant) -> Instant {
         let linger = Duration::from_millis(self.config.linger_ms);
-        let Some(last) = self.last_batch else { return };
-        let left = linger.saturating_sub(last.elapsed());
-        if !left.is_zero() {
-            monotonic_clock::subscribe_duration(left.as_nanos() as u64).block();
+        let Some(last) = self.last_batch else {
+            return now;
+        };
+        let left = linger.saturating_sub(now.saturating_duration_since(last));
+        if left.is_zero() {
+            return now;
         }
+        monotonic_clock::subscribe_duration(left.as_nanos() as u64).block();
+        Instant::now()
     }
 
     /// One `XREAD BLOCK` after the current position, on the stream's Redis.
@@ -231,7 +241,7 @@ impl<'a> Relay<'a> {
     /// marker of a new epoch (Redis lost data and the sidecar rebuilt the stream)
     /// goes to every client, whatever its filters, as a `reset` event; one of the
     /// epoch the stream is in (a tenant stream begun again) is passed over.
-    fn frame(&mut self, entries: &[Entry], frames: &mut String) {
+    fn frame(&mut self, entries: &[Entry], frames: &mut String, now: Instant) {
         let mut last_sent = None;
         let mut id = String::with_capacity(ID_CAPACITY);
         for entry in entries {
@@ -260,22 +270,23 @@ impl<'a> Relay<'a> {
             sse::id_only(frames, &self.event_id(newest));
         }
         self.position = newest;
-        if self.last_count.elapsed() >= COUNT_EVERY {
-            self.count_messages();
+        if now.saturating_duration_since(self.last_count) >= COUNT_EVERY {
+            self.count_messages(now);
         }
     }
 
     /// Renews the client lease once per keepalive interval.
-    fn renew_lease_if_due(&mut self) {
-        if self.last_renewal.elapsed() >= Duration::from_secs(self.config.keepalive_seconds) {
+    fn renew_lease_if_due(&mut self, now: Instant) {
+        let interval = Duration::from_secs(self.config.keepalive_seconds);
+        if now.saturating_duration_since(self.last_renewal) >= interval {
             self.opened.lease.renew(&self.opened.redis);
-            self.last_renewal = Instant::now();
+            self.last_renewal = now;
         }
     }
 
     /// Adds the relayed events to `crm_events_messages_total` (best effort).
-    fn count_messages(&mut self) {
-        self.last_count = Instant::now();
+    fn count_messages(&mut self, now: Instant) {
+        self.last_count = now;
         if self.uncounted > 0 {
             let key = self.config.common.keys.messages_total();
             let n = std::mem::take(&mut self.uncounted).to_string();
@@ -291,7 +302,7 @@ impl<'a> Relay<'a> {
 
     /// Counts what is left and gives the lease back.
     fn finish(mut self) {
-        self.count_messages();
+        self.count_messages(Instant::now());
         self.opened.lease.release(&self.opened.redis);
     }
 }
@@ -326,10 +337,7 @@ fn end(why: &str) -> Step {
 }
 
 /// Sends `200 text/event-stream` and returns the body to stream into.
-fn send_head(
-    out: ResponseOutparam,
-    cors: &[(&'static str, String)],
-) -> impl futures::Sink<Vec<u8>> {
+fn send_head(out: ResponseOutparam, cors: &[(&'static str, String)]) -> Option<EventBody> {
     let mut headers = cors.to_vec();
     headers.extend([
         ("content-type", EVENT_STREAM.to_string()),
@@ -338,7 +346,7 @@ fn send_head(
     ]);
     let response = OutgoingResponse::new(fields(&headers));
     let _ = response.set_status_code(200);
-    let body = response.take_body();
+    let body = response.body().ok()?;
     out.set(response);
-    body
+    EventBody::new(body)
 }
