@@ -150,6 +150,11 @@ impl BodyBudget {
                 .retry_after(1)
             })
     }
+
+    /// KiB of the budget not reserved now (`None`: no budget).
+    pub fn kib_left(&self) -> Option<usize> {
+        self.kib.as_ref().map(|kib| kib.available_permits())
+    }
 }
 
 /// The body passed through as it streams (Spin's way).

@@ -231,6 +231,11 @@ impl Host {
         &self.connections
     }
 
+    /// KiB of the request-body budget not reserved now (`None`: no budget).
+    pub fn body_budget_kib_left(&self) -> Option<usize> {
+        self.body_budget.kib_left()
+    }
+
     /// Instances currently alive (requests in flight, open streams included).
     pub fn live_instances(&self) -> usize {
         self.max_instances - self.instances.available_permits()

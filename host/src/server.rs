@@ -82,8 +82,11 @@ fn admit(host: &Arc<Host>, workers: Option<&Workers>, socket: TcpStream, peer: S
                 tokio::spawn(serve_connection(host.clone(), socket, peer, admitted));
                 return;
             };
-            let Ok(socket) = socket.into_std() else {
-                return;
+            let socket = match socket.into_std() {
+                Ok(socket) => socket,
+                Err(e) => {
+                    return tracing::debug!(%peer, error = %e, "connection lost before serving")
+                }
             };
             let host = host.clone();
             workers.spawn(move || async move {

@@ -41,16 +41,6 @@ impl Workers {
         })
     }
 
-    /// How many workers there are.
-    pub fn len(&self) -> usize {
-        self.queues.len()
-    }
-
-    /// Always false: there is at least one worker.
-    pub fn is_empty(&self) -> bool {
-        self.queues.is_empty()
-    }
-
     /// Runs the future `make` builds on the next worker, in turn. Returns false when
     /// the worker has stopped.
     pub fn spawn<F, Fut>(&self, make: F) -> bool

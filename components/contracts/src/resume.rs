@@ -30,7 +30,7 @@ pub struct Start {
 pub fn decide(info: &StreamInfo, resume: Resume, epoch: Option<&str>) -> Start {
     match (epoch, info.epoch.as_deref(), resume) {
         (Some(asked), Some(now), Resume::After(id)) if asked != now => Start {
-            after: StreamId::ZERO,
+            after: before_oldest(info),
             gap: None,
             reset: Some(crate::envelope::reset_event(
                 Some(&crate::stream_id::event_id(id, Some(asked))),
@@ -40,6 +40,14 @@ pub fn decide(info: &StreamInfo, resume: Resume, epoch: Option<&str>) -> Start {
         },
         _ => decide_within_epoch(info, resume),
     }
+}
+
+/// The position just before the stream's oldest entry: reading after it reads the
+/// whole stream, exactly, from Redis or from a host's copy of the stream that has
+/// not yet heard of a trim (reading after `0-0` could get trimmed entries from it).
+fn before_oldest(info: &StreamInfo) -> StreamId {
+    info.first_entry_id
+        .map_or(StreamId::ZERO, StreamId::predecessor)
 }
 
 /// The decision within one epoch of the stream.
@@ -63,7 +71,7 @@ fn decide_within_epoch(info: &StreamInfo, resume: Resume) -> Start {
         Resume::After(id) if id > info.last_generated_id => Start {
             // The stream is behind the client: Redis lost its data or was reset.
             // Everything it holds now is new to the client.
-            after: StreamId::ZERO,
+            after: before_oldest(info),
             gap: Some(gap_event(&id.to_string(), oldest.as_deref(), "reset")),
             reset: None,
         },
@@ -123,7 +131,7 @@ mod tests {
         let mut i = info((50, 2), Some((10, 0)), None);
         i.epoch = Some("new".into());
         let s = decide(&i, Resume::After(StreamId::new(60, 0)), Some("old"));
-        assert_eq!((s.after, s.gap), (StreamId::ZERO, None));
+        assert_eq!((s.after, s.gap), (StreamId::new(9, u64::MAX), None));
         let r: serde_json::Value = serde_json::from_str(s.reset.as_ref().unwrap()).unwrap();
         assert_eq!(
             (r["epoch"].as_str(), r["requested"].as_str()),
@@ -200,7 +208,7 @@ mod tests {
     fn a_stream_behind_the_client_was_reset() {
         let i = info((5, 0), Some((1, 0)), None);
         let s = decide(&i, Resume::After(StreamId::new(99, 0)), None);
-        assert_eq!(s.after, StreamId::ZERO);
+        assert_eq!(s.after, StreamId::new(0, u64::MAX));
         assert_eq!(gap_reason(&s).as_deref(), Some("reset"));
     }
 }

@@ -60,7 +60,8 @@ impl Move<'_> {
         } else {
             let epoch = resolved.epoch.as_deref().unwrap_or_default();
             Start {
-                after: StreamId::ZERO,
+                // The reset's own start: the tenant stream's oldest entry.
+                after: resolved.start.after,
                 gap: None,
                 reset: Some(stream_changed_event(&event_id(after, Some(asked)), epoch)),
             }

@@ -74,14 +74,37 @@ impl ConnectionLike for Conn {
 /// The host's shared connection to `address`, once it answers a `PING` within the
 /// deadline: as Spin's `open` fails when it cannot connect, this one fails when Redis
 /// is down or hangs, so a request learns it at once instead of on every command.
+///
+/// And as Spin's `open` connects afresh, this one succeeds as soon as Redis is back:
+/// a connection that failed while Redis was away fails its next command and starts
+/// connecting again, so a `PING` that fails without running out of time is tried
+/// once more, on the new connection.
 async fn shared_connection(
     shared: &SharedRedis,
     address: &str,
     timeout: Option<Duration>,
 ) -> Result<Conn, RedisError> {
     let mut conn = shared.connection(address, timeout)?;
-    let ping = redis::cmd("PING");
-    bounded(timeout, Blocking::No, ping.query_async::<Value>(&mut conn)).await?;
+    let ping = || redis::cmd("PING");
+    let started = tokio::time::Instant::now();
+    match bounded(
+        timeout,
+        Blocking::No,
+        ping().query_async::<Value>(&mut conn),
+    )
+    .await
+    {
+        Ok(_) => return Ok(Conn::Shared(conn)),
+        // The deadline ran out: Redis hangs, and asking again would wait as long.
+        Err(e) if timeout.is_some_and(|t| started.elapsed() >= t) => return Err(e),
+        Err(e) => tracing::debug!(error = ?e, "shared Redis connection failed; reconnecting"),
+    }
+    bounded(
+        timeout,
+        Blocking::No,
+        ping().query_async::<Value>(&mut conn),
+    )
+    .await?;
     Ok(Conn::Shared(conn))
 }
 

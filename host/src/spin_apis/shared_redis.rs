@@ -14,9 +14,10 @@
 //!   of its own first, for good ([`needs_own_connection`]).
 //! * **Reads**: a *tail* per (address, key) reads the stream once, keeps its newest
 //!   entries in memory and answers the blocking reads from them: a new entry is read
-//!   from Redis once, whatever the number of streams. After each read it asks for
-//!   the stream's oldest and newest ids, so what Redis trimmed is not answered any
-//!   more, and a stream deleted and begun again with lower ids starts it afresh.
+//!   from Redis once, whatever the number of streams. Behind each read, in the same
+//!   pipeline, it asks for the stream's oldest and newest ids, so what Redis trimmed
+//!   is not answered any more, and a stream deleted and begun again with lower ids
+//!   starts it afresh.
 //!   (An entry deleted from the middle with `XDEL` can still be answered until it
 //!   leaves the tail: nothing here deletes one.)
 //!
@@ -247,13 +248,17 @@ impl Tail {
         self.news.send_replace(());
     }
 
-    fn append(&self, entries: Vec<Entry>) {
-        self.held.lock().expect("tail lock").append(entries);
-        self.news.send_replace(());
-    }
-
-    fn forget_before(&self, oldest: Option<EntryId>) {
-        self.held.lock().expect("tail lock").forget_before(oldest);
+    /// Adds what the tail read and drops what Redis trimmed (older than `oldest`),
+    /// in one step: no read sees the one without the other.
+    fn append(&self, entries: Vec<Entry>, oldest: Option<EntryId>) {
+        let mut held = self.held.lock().expect("tail lock");
+        let added = !entries.is_empty();
+        held.append(entries);
+        held.forget_before(oldest);
+        drop(held);
+        if added {
+            self.news.send_replace(());
+        }
     }
 
     /// No read has used it for [`TAIL_IDLE`] and none waits on it.
@@ -466,42 +471,45 @@ impl Follower {
         let mut last = self.ends(&mut conn).await?.1;
         self.tail.restart(Some(last));
         while self.wanted() {
-            let entries = self.read_after(&mut conn, last).await?;
-            if let Some(newest) = entries.last() {
-                last = newest.id;
-                self.tail.append(entries);
+            let (entries, (oldest, newest)) = self.read_after(&mut conn, last).await?;
+            if let Some(newest_read) = entries.last() {
+                last = newest_read.id;
             }
-            let (oldest, newest) = self.ends(&mut conn).await?;
             if newest < last {
                 // Deleted, and begun again below where the tail is (by hand: `XADD *`
                 // never goes back): what is held is gone. Start at its newest.
                 last = newest;
                 self.tail.restart(Some(last));
             } else {
-                // What Redis trimmed is no answer any more.
-                self.tail.forget_before(oldest);
+                // What Redis trimmed is no answer any more: dropped under the same
+                // lock as the new entries are added.
+                self.tail.append(entries, oldest);
             }
         }
         Ok(())
     }
 
-    /// The entries after `last`, blocking up to [`TAIL_BLOCK`] for the first.
+    /// The entries after `last`, blocking up to [`TAIL_BLOCK`] for the first, and the
+    /// stream's ends right after the read (pipelined behind it: Redis answers them
+    /// once the read returns, in the same reply, so the write that added the entries
+    /// and trimmed the stream is seen whole).
     async fn read_after(
         &self,
         conn: &mut impl ConnectionLike,
         last: EntryId,
-    ) -> redis::RedisResult<Vec<Entry>> {
-        let reply: Value = redis::cmd("XREAD")
+    ) -> redis::RedisResult<(Vec<Entry>, (Option<EntryId>, EntryId))> {
+        let mut pipe = redis::pipe();
+        pipe.cmd("XREAD")
             .arg("COUNT")
             .arg(TAIL_READ_COUNT)
             .arg("BLOCK")
             .arg(TAIL_BLOCK.as_millis() as u64)
             .arg("STREAMS")
             .arg(&self.id.1)
-            .arg(last.to_string())
-            .query_async(conn)
-            .await?;
-        entries_of(stream_of(reply))
+            .arg(last.to_string());
+        let (read, oldest, newest): (Value, Value, Value) =
+            self.with_ends(&mut pipe).query_async(conn).await?;
+        Ok((entries_of(stream_of(read))?, ends_of(oldest, newest)?))
     }
 
     /// The ids of the stream's oldest entry (`None`: it has none) and newest (`0-0`:
@@ -510,9 +518,15 @@ impl Follower {
         &self,
         conn: &mut impl ConnectionLike,
     ) -> redis::RedisResult<(Option<EntryId>, EntryId)> {
+        let (oldest, newest): (Value, Value) =
+            self.with_ends(&mut redis::pipe()).query_async(conn).await?;
+        ends_of(oldest, newest)
+    }
+
+    /// `pipe` with the two reads of the stream's ends added.
+    fn with_ends<'p>(&self, pipe: &'p mut redis::Pipeline) -> &'p mut redis::Pipeline {
         let key = &self.id.1;
-        let (oldest, newest): (Value, Value) = redis::pipe()
-            .cmd("XRANGE")
+        pipe.cmd("XRANGE")
             .arg(key)
             .arg("-")
             .arg("+")
@@ -524,12 +538,15 @@ impl Follower {
             .arg("-")
             .arg("COUNT")
             .arg(1)
-            .query_async(conn)
-            .await?;
-        let oldest = entries_of(oldest)?.first().map(|e| e.id);
-        let newest = entries_of(newest)?.first().map_or(EntryId(0, 0), |e| e.id);
-        Ok((oldest, newest))
     }
+}
+
+/// The oldest id (`None`: no entries) and the newest (`0-0`: none) from the replies
+/// of `XRANGE key - + COUNT 1` and `XREVRANGE key + - COUNT 1`.
+fn ends_of(oldest: Value, newest: Value) -> redis::RedisResult<(Option<EntryId>, EntryId)> {
+    let oldest = entries_of(oldest)?.first().map(|e| e.id);
+    let newest = entries_of(newest)?.first().map_or(EntryId(0, 0), |e| e.id);
+    Ok((oldest, newest))
 }
 
 /// The entries of the one stream in an `XREAD` reply (nil: none).
