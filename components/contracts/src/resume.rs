@@ -55,12 +55,14 @@ fn decide_within_epoch(info: &StreamInfo, resume: Resume) -> Start {
     let oldest = info.first_entry_id.map(|id| id.to_string());
     let removed_through = info.max_deleted_entry_id.max(info.trimmed_through);
     let trimmed_after = |pos: StreamId| removed_through.is_some_and(|d| d > pos);
-    // Past a gap the stream goes on from its oldest entry: reading from just before
-    // it (not from the client's older id) reads exactly that, from Redis or from a
-    // host's copy of the stream that has not yet heard of the trim.
-    let past_gap = |pos: StreamId| match info.first_entry_id {
-        Some(oldest) if trimmed_after(pos) => pos.max(oldest.predecessor()),
-        _ => pos,
+    // Past a gap the stream goes on from its oldest entry, not from the client's
+    // older id ([`before_oldest`]).
+    let past_gap = |pos: StreamId| {
+        if trimmed_after(pos) {
+            pos.max(before_oldest(info))
+        } else {
+            pos
+        }
     };
     match resume {
         Resume::New => Start {

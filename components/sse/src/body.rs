@@ -59,7 +59,8 @@ impl EventBody {
                     }
                 }
                 Ok(room) => {
-                    let (now, later) = rest.split_at(rest.len().min(room as usize));
+                    let room = usize::try_from(room).unwrap_or(usize::MAX);
+                    let (now, later) = rest.split_at(rest.len().min(room));
                     if stream.write(now).is_err() {
                         return Sent::Gone;
                     }

@@ -85,27 +85,22 @@ async fn shared_connection(
     timeout: Option<Duration>,
 ) -> Result<Conn, RedisError> {
     let mut conn = shared.connection(address, timeout)?;
-    let ping = || redis::cmd("PING");
     let started = tokio::time::Instant::now();
-    match bounded(
-        timeout,
-        Blocking::No,
-        ping().query_async::<Value>(&mut conn),
-    )
-    .await
-    {
-        Ok(_) => return Ok(Conn::Shared(conn)),
+    match ping(&mut conn, timeout).await {
+        Ok(()) => return Ok(Conn::Shared(conn)),
         // The deadline ran out: Redis hangs, and asking again would wait as long.
         Err(e) if timeout.is_some_and(|t| started.elapsed() >= t) => return Err(e),
         Err(e) => tracing::debug!(error = ?e, "shared Redis connection failed; reconnecting"),
     }
-    bounded(
-        timeout,
-        Blocking::No,
-        ping().query_async::<Value>(&mut conn),
-    )
-    .await?;
+    ping(&mut conn, timeout).await?;
     Ok(Conn::Shared(conn))
+}
+
+/// `PING` on `conn`, bounded like a command.
+async fn ping(conn: &mut ConnectionManager, timeout: Option<Duration>) -> Result<(), RedisError> {
+    let ping = redis::cmd("PING");
+    bounded(timeout, Blocking::No, ping.query_async::<Value>(conn)).await?;
+    Ok(())
 }
 
 /// A connection of its own to `address`; the handshake is bounded like a command.
